@@ -1,0 +1,78 @@
+"""Records that flow between pipeline stages.
+
+Points are always ``(x, y)`` in full-frame pixels (0-based pixel centres), float32.
+Images are ``uint8`` RGB arrays of shape ``(H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """Axis-aligned box in frame pixels."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float = 1.0
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (0.5 * (self.x0 + self.x1), 0.5 * (self.y0 + self.y1))
+
+    def as_list(self) -> list[float]:
+        return [float(self.x0), float(self.y0), float(self.x1), float(self.y1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded video frame; ``time`` is seconds from the container's timestamps."""
+
+    index: int
+    time: float
+    image: np.ndarray
+    wall_time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FaceCrop:
+    """A model-ready crop; ``to_frame`` is the 2x3 affine mapping crop pixels to frame pixels."""
+
+    frame_index: int
+    face_id: int
+    image: np.ndarray
+    to_frame: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Landmarks:
+    """Landmarks of one face in one frame."""
+
+    frame_index: int
+    time: float
+    face_id: int
+    points: np.ndarray
+    confidence: np.ndarray
+    presence: float
+    box: Box
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedFrame:
+    """A frame with every face found in it (empty tuple when none)."""
+
+    frame: Frame
+    faces: tuple[Landmarks, ...] = ()
