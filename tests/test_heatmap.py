@@ -1,0 +1,212 @@
+"""Heatmap decoding: Numba kernels against the NumPy reference and known sub-pixel peaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tracker import heatmap
+
+
+def log_gaussian(h: int, w: int, cx: float, cy: float, sigma: float,
+                 offset: float = 0.0) -> np.ndarray:
+    """Noise-free Gaussian log-probability map (up to a constant) centred at (cx, cy)."""
+    x = np.arange(w, dtype=np.float64)[None, :]
+    y = np.arange(h, dtype=np.float64)[:, None]
+    return (-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2) + offset).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale", "seed"),
+    [
+        ((1, 68, 64, 64), 3.0, 0),
+        ((3, 5, 32, 48), 0.5, 1),
+        ((2, 4, 17, 9), 10.0, 2),
+        ((1, 1, 1, 1), 1.0, 3),
+        ((2, 3, 1, 8), 1.0, 4),
+    ],
+)
+@pytest.mark.parametrize("parallel", [False, True])
+def test_numba_matches_numpy_reference(shape, scale, seed, parallel):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(shape) * scale).astype(np.float32)
+    pts, conf = heatmap.decode(logits, parallel=parallel)
+    ref_pts, ref_conf = heatmap.softmax_argmax_numpy(logits)
+    np.testing.assert_allclose(pts, ref_pts, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(conf, ref_conf, rtol=2e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 1.25, 1.5, 2.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gaussian_peaks_recovered_subpixel(sigma, seed):
+    rng = np.random.default_rng(seed)
+    h, w, k = 40, 48, 12
+    centres = np.stack([rng.uniform(2, w - 3, k), rng.uniform(2, h - 3, k)], axis=1)
+    offsets = rng.uniform(-50, 50, k)
+    logits = np.stack([log_gaussian(h, w, cx, cy, sigma, off)
+                       for (cx, cy), off in zip(centres, offsets, strict=True)])[None]
+    pts, conf = heatmap.decode(logits)
+    err = np.linalg.norm(pts[0] - centres, axis=1)
+    assert err.max() <= 0.05
+    ref_pts, _ = heatmap.softmax_argmax_numpy(logits)
+    assert np.linalg.norm(ref_pts[0] - centres, axis=1).max() <= 0.05
+    assert np.all((conf > 0) & (conf <= 1))
+
+
+@pytest.mark.parametrize(
+    ("peak", "expect_x_exact", "expect_y_exact"),
+    [
+        ((0, 0), True, True),
+        ((15, 11), True, True),
+        ((0, 5.3), True, False),
+        ((15, 5.3), True, False),
+        ((7.3, 0), False, True),
+        ((7.3, 11), False, True),
+    ],
+)
+def test_border_peaks_fall_back_to_integer(peak, expect_x_exact, expect_y_exact):
+    h, w = 12, 16
+    logits = log_gaussian(h, w, peak[0], peak[1], 1.0)[None, None]
+    pts, conf = heatmap.decode(logits)
+    ref_pts, ref_conf = heatmap.softmax_argmax_numpy(logits)
+    x, y = pts[0, 0]
+    if expect_x_exact:
+        assert x == peak[0]
+    else:
+        assert abs(x - peak[0]) <= 0.05
+    if expect_y_exact:
+        assert y == peak[1]
+    else:
+        assert abs(y - peak[1]) <= 0.05
+    np.testing.assert_allclose(pts, ref_pts, atol=1e-6)
+    np.testing.assert_allclose(conf, ref_conf, rtol=2e-6)
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "expected"),
+    [
+        (8, 8, 4 / 64),  # uniform: argmax is the first pixel (corner), 2x2 window inside the map
+        (1, 10, 2 / 10),  # single row: the window is 1x2 at the left end
+        (1, 1, 1.0),
+    ],
+)
+def test_uniform_map_confidence_and_first_index(h, w, expected):
+    logits = np.full((1, 1, h, w), 3.0, np.float32)
+    pts, conf = heatmap.decode(logits)
+    assert pts[0, 0].tolist() == [0.0, 0.0]
+    assert conf[0, 0] == pytest.approx(expected, rel=1e-6)
+
+
+def test_ties_pick_first_index_like_numpy():
+    logits = np.zeros((1, 1, 6, 6), np.float32)
+    logits[0, 0, 4, 1] = 5.0
+    logits[0, 0, 2, 3] = 5.0
+    pts, _ = heatmap.decode(logits)
+    assert pts[0, 0].tolist() == [3.0, 2.0]
+
+
+def test_sharp_peak_confidence_near_one():
+    logits = log_gaussian(32, 32, 10.0, 20.0, 0.3)[None, None]
+    _, conf = heatmap.decode(logits)
+    assert conf[0, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_maps_give_nan_point_and_zero_confidence(bad):
+    logits = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    logits[0, 1, 2, 5] = bad
+    pts, conf = heatmap.decode(logits)
+    ref_pts, ref_conf = heatmap.softmax_argmax_numpy(logits)
+    assert np.isnan(pts[0, 1]).all() and conf[0, 1] == 0
+    assert np.isnan(ref_pts[0, 1]).all() and ref_conf[0, 1] == 0
+    assert np.isfinite(pts[0, [0, 2]]).all() and (conf[0, [0, 2]] > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("fn", [heatmap.decode, heatmap.soft_argmax])
+def test_shapes_and_dtypes(dtype, fn):
+    logits = np.random.default_rng(0).standard_normal((2, 5, 16, 12)).astype(dtype)
+    pts, conf = fn(logits)
+    assert pts.shape == (2, 5, 2) and pts.dtype == np.float32
+    assert conf.shape == (2, 5) and conf.dtype == np.float32
+    assert np.all((pts[..., 0] >= 0) & (pts[..., 0] <= 11))
+    assert np.all((pts[..., 1] >= 0) & (pts[..., 1] <= 15))
+
+
+def test_non_contiguous_and_empty_inputs():
+    logits = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    view = logits.transpose(1, 0, 3, 2)
+    pts, conf = heatmap.decode(view)
+    ref_pts, ref_conf = heatmap.softmax_argmax_numpy(np.ascontiguousarray(view))
+    np.testing.assert_allclose(pts, ref_pts, atol=1e-6)
+    np.testing.assert_allclose(conf, ref_conf, rtol=2e-6)
+    pts, conf = heatmap.decode(np.zeros((0, 68, 8, 8), np.float32))
+    assert pts.shape == (0, 68, 2) and conf.shape == (0, 68)
+
+
+@pytest.mark.parametrize("shape", [(68, 64, 64), (1, 68, 64, 64, 1), (1, 2, 0, 4)])
+def test_bad_shape_raises(shape):
+    with pytest.raises(ValueError, match="N, K, H, W"):
+        heatmap.decode(np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize(("radius", "sigma", "tol"), [(1, 0.7, 0.1), (2, 1.0, 0.05),
+                                                      (3, 1.0, 0.01)])
+def test_soft_argmax_recovers_interior_peaks(radius, sigma, tol):
+    centres = np.array([[10.0, 12.0], [20.3, 7.8], [5.6, 15.4]])
+    logits = np.stack([log_gaussian(24, 28, cx, cy, sigma) for cx, cy in centres])[None]
+    pts, conf = heatmap.soft_argmax(logits, radius)
+    assert np.abs(pts[0] - centres).max() <= tol
+    assert pts[0, 0].tolist() == [10.0, 12.0]  # symmetric window: exact
+    _, dec_conf = heatmap.decode(logits)
+    np.testing.assert_array_equal(conf, dec_conf)
+
+
+def test_soft_argmax_matches_direct_window_mean():
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((1, 6, 10, 10)).astype(np.float32) * 2
+    pts, _ = heatmap.soft_argmax(logits, 2)
+    for k in range(6):
+        a = logits[0, k].astype(np.float64)
+        py, px = np.unravel_index(np.argmax(a), a.shape)
+        y0, y1, x0, x1 = max(py - 2, 0), min(py + 3, 10), max(px - 2, 0), min(px + 3, 10)
+        wgt = np.exp(a[y0:y1, x0:x1] - a[py, px])
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        expect = [(wgt * xx).sum() / wgt.sum(), (wgt * yy).sum() / wgt.sum()]
+        np.testing.assert_allclose(pts[0, k], expect, atol=1e-5)
+
+
+def test_soft_argmax_rejects_zero_radius():
+    with pytest.raises(ValueError, match="radius"):
+        heatmap.soft_argmax(np.zeros((1, 1, 4, 4), np.float32), 0)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 1.5, 2.0])
+def test_points_to_maps_round_trip_through_decode(sigma):
+    pts = np.array([[[3.0, 4.0], [10.4, 2.7], [7.75, 12.2]]], np.float32)
+    maps = heatmap.points_to_maps(pts, 16, 14, sigma)
+    assert maps.shape == (1, 3, 16, 14) and maps.dtype == np.float32
+    assert maps[0, 0, 4, 3] == pytest.approx(1.0)
+    assert maps.max() <= 1.0
+    decoded, _ = heatmap.decode(np.log(np.maximum(maps, 1e-30)))
+    np.testing.assert_allclose(decoded, pts, atol=0.05)
+
+
+def test_points_to_maps_zeroes_hidden_and_nan_points():
+    pts = np.array([[[3.0, 4.0], [5.0, 5.0], [np.nan, 2.0]]], np.float32)
+    visible = np.array([[True, False, True]])
+    maps = heatmap.points_to_maps(pts, 8, 8, 1.0, visible=visible)
+    assert maps[0, 0].max() == pytest.approx(1.0)
+    assert not maps[0, 1].any() and not maps[0, 2].any()
+
+
+@pytest.mark.parametrize(("points", "sigma"), [(np.zeros((3, 2)), 1.0), (np.zeros((1, 3, 2)), 0)])
+def test_points_to_maps_bad_input_raises(points, sigma):
+    with pytest.raises(ValueError):
+        heatmap.points_to_maps(points, 8, 8, sigma)
+
+
+def test_warmup_runs():
+    heatmap.warmup()
+    pts, _ = heatmap.decode(log_gaussian(5, 5, 2.2, 1.9, 1.0)[None, None])
+    np.testing.assert_allclose(pts[0, 0], [2.2, 1.9], atol=0.05)

@@ -1,0 +1,303 @@
+"""The ``tracker`` command line.
+
+``tracker run`` is defined here. Other commands (``train``, ``eval``, ``bench``, ...) are listed
+in :data:`COMMANDS` as ``"module:function"`` and imported only when the CLI is built, so each
+lives in its own module; keep heavy imports (torch) inside the command function.
+
+Known errors print one ``error: ...`` line on stderr and exit with a code from
+:class:`ExitCode`; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from tracker import __version__
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of ``tracker``."""
+
+    OK = 0
+    FAILED = 1  # a stage failed while running
+    USAGE = 2  # bad command-line arguments
+    CONFIG = 3  # bad config file or value
+    SOURCE = 4  # missing/unreadable input, not a video, no video stream, stream error
+    NO_CAMERA = 5  # webcam not found
+    OUTPUT = 6  # output cannot be written (checked before processing)
+    MODEL = 7  # detector or landmark engine cannot be loaded
+    INTERRUPTED = 130  # Ctrl-C (outputs are still finalised)
+
+
+class CliError(Exception):
+    """A known failure: printed as one line, exits with ``code``."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# name -> "module:function" of commands defined outside this file (imported lazily)
+COMMANDS: dict[str, str] = {
+    "train": "tracker.model_cli:train_command",
+    "eval": "tracker.model_cli:eval_command",
+    "bench": "tracker.model_cli:bench_command",
+    "build-engine": "tracker.model_cli:build_engine_command",
+}
+
+
+def _load_command(name: str, target: str) -> Any:
+    """The click command for ``module:function``, or None when that module has no command yet."""
+    module_name, _, attr = target.partition(":")
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    fn = getattr(importlib.import_module(module_name), attr, None)
+    if fn is None:
+        return None
+    if isinstance(fn, typer.Typer):
+        return typer.main.get_command(fn)
+    sub = typer.Typer()
+    sub.command(name=name)(fn)
+    return typer.main.get_command(sub)
+
+
+class _Commands(TyperGroup):
+    """Typer group that adds the commands of :data:`COMMANDS` when they exist."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.commands, *(n for n in COMMANDS if self.get_command(ctx, n) is not None)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name in COMMANDS:
+            cmd = _load_command(cmd_name, COMMANDS[cmd_name])
+            if cmd is not None:
+                self.commands[cmd_name] = cmd
+            return cmd
+        return None
+
+
+app = typer.Typer(
+    name="tracker",
+    cls=_Commands,
+    help="Real-time face-landmark tracking (68 points) on videos, webcams and streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tracker {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Real-time face-landmark tracking (68 points) on videos, webcams and streams."""
+
+
+def _error_line(message: str) -> None:
+    text = " ".join(str(message).split())  # always one line
+    sys.stderr.write(f"error: {text}\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def known_errors(debug: bool) -> Iterator[None]:
+    """Turn exceptions into one-line errors and exit codes (tracebacks only with --debug)."""
+    try:
+        yield
+    except CliError as exc:
+        if debug:
+            raise
+        _error_line(exc.message)
+        raise typer.Exit(int(exc.code)) from None
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _error_line("interrupted")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Exception as exc:  # a bug, not a known error
+        if debug:
+            raise
+        _error_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        raise typer.Exit(int(ExitCode.FAILED)) from None
+
+
+def check_writable(path: str, what: str) -> None:
+    """Fail before any processing when ``path`` cannot be created or overwritten."""
+    if path == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"{what} {path} is a directory", ExitCode.OUTPUT)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.exists():
+        raise CliError(f"{what} directory does not exist: {parent}", ExitCode.OUTPUT)
+    if not parent.is_dir():
+        raise CliError(f"{what} directory is not a directory: {parent}", ExitCode.OUTPUT)
+    target = p if p.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise CliError(f"{what} is not writable: {target}", ExitCode.OUTPUT)
+
+
+RUN_EPILOG = (
+    "Examples:  tracker run clip.mp4 --out annotated.mp4 --jsonl landmarks.jsonl  |  "
+    "tracker run --source webcam --show  |  "
+    "tracker run --source lavfi:testsrc2=size=320x240:rate=30:duration=2 --jsonl -"
+)
+
+
+@app.command("run", epilog=RUN_EPILOG)
+def run_command(
+    source_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SOURCE", show_default=False, help="Video file to process (or use --source)."
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", "-s", show_default=False,
+            help="Input: a video file, webcam, webcam:N, an rtsp/rtmp/http(s)/udp/tcp URL, "
+            "or lavfi:GRAPH (an FFmpeg test source).",
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", "-o", show_default=False,
+                     help="Write the annotated video (with the input's audio) to this .mp4."),
+    ] = None,
+    jsonl: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Write landmarks as one JSON line per frame to this file ('-' = stdout)."),
+    ] = None,
+    show: Annotated[
+        bool | None,
+        typer.Option("--show/--no-show", show_default=False,
+                     help="Show a live preview window (q or Esc stops)."),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", show_default=False,
+                     help="TOML config file, or a name from configs/: default, webcam, offline. "
+                     "Options given here override it."),
+    ] = None,
+    max_faces: Annotated[
+        int | None,
+        typer.Option(min=1, show_default=False, help="Faces tracked at once (default 1)."),
+    ] = None,
+    rescan_every: Annotated[
+        int | None,
+        typer.Option(min=0, show_default=False,
+                     help="Rerun the face detector every N frames; 0 = only when a face is "
+                     "missing (default 30)."),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Landmark engine: auto, torch, onnx or tensorrt (default auto)."),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Landmark model weights; default: the weights shipped with tracker."),
+    ] = None,
+    max_frames: Annotated[
+        int | None,
+        typer.Option(min=0, show_default=False,
+                     help="Stop after this many frames (0 = until the source ends)."),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Queue overflow policy: auto (files block, live drop_oldest), block "
+                     "or drop_oldest."),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors.")
+    ] = False,
+) -> None:
+    """Track face landmarks in a video, webcam or stream; write an annotated video and/or JSONL."""
+    with known_errors(debug):
+        if source_arg is not None and source is not None:
+            raise CliError("give the source once: as SOURCE or as --source", ExitCode.USAGE)
+        overrides = {
+            "run.source": source_arg if source_arg is not None else source,
+            "run.out": out,
+            "run.jsonl": jsonl,
+            "run.show": show,
+            "run.max_frames": max_frames,
+            "track.max_faces": max_faces,
+            "track.rescan_every": rescan_every,
+            "model.engine": engine,
+            "model.weights": weights,
+            "pipeline.policy": policy,
+        }
+        from tracker.runner import run_tracker
+
+        code = run_tracker(config, overrides)
+    raise typer.Exit(int(code))
+
+
+def _click_error(exc: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) of a click usage error, else None (typer may vendor click)."""
+    fmt: Callable[[], str] | None = getattr(exc, "format_message", None)
+    code = getattr(exc, "exit_code", None)
+    if fmt is None or not isinstance(code, int):
+        return None
+    message = fmt()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message = f"{message} (see '{ctx.command_path} --help')"
+    return message, code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code."""
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = command.main(args=args, prog_name="tracker", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        _error_line("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        found = _click_error(exc)
+        if found is None:
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())  # type: ignore[attr-defined]
+            return 0
+        _error_line(found[0])
+        return found[1]
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Run configuration: frozen dataclasses loaded from TOML, with single-field overrides.
+
+A TOML file only lists what it changes; everything else keeps the dataclass defaults (which
+``configs/default.toml`` mirrors). Keys are addressed as ``section.field``, e.g.
+``track.max_faces``. Unknown sections or keys and wrongly typed values raise
+:class:`ConfigError` naming the key. Empty strings in TOML mean "none" for optional fields
+(TOML has no null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from tracker.pipeline import POLICIES
+
+if typing.TYPE_CHECKING:
+    from tracker.source import SourceOptions
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """What to read and where to write."""
+
+    source: str | None = None  # file | webcam | webcam:N | URL | lavfi:GRAPH
+    out: str | None = None  # annotated video
+    jsonl: str | None = None  # one JSON line of landmarks per frame ("-" = stdout)
+    show: bool = False  # preview window
+    max_frames: int = 0  # stop after this many frames (0 = until the source ends)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackConfig:
+    """Detector gating and face identity."""
+
+    max_faces: int = 1
+    rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
+    presence_threshold: float = 0.5  # drop faces whose presence is below this
+    iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """The landmark engine."""
+
+    engine: str = "auto"  # auto | torch | onnx | tensorrt
+    weights: str | None = None  # None = the embedded default weights
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """The face detector."""
+
+    name: str = "default"
+    min_score: float = 0.0  # detections scoring below this are ignored
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Queues between stages."""
+
+    queue_size: int = 8  # decode -> track
+    sink_queue_size: int = 32  # track -> each sink
+    policy: str = "auto"  # auto (files block, live drop_oldest) | block | drop_oldest
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """How sources are opened."""
+
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    webcam_size: str = ""  # e.g. "1280x720"; "" = camera default
+    webcam_fps: float = 0.0  # 0 = camera default
+    rtsp_transport: str = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration of ``tracker run``."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+
+    def source_options(self) -> SourceOptions:
+        """Options for :func:`tracker.source.open_source`."""
+        from tracker.source import SourceOptions
+
+        s = self.source
+        return SourceOptions(
+            open_timeout_s=s.open_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            webcam_size=s.webcam_size,
+            webcam_fps=s.webcam_fps,
+            rtsp_transport=s.rtsp_transport,
+            max_frames=self.run.max_frames,
+        )
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """A copy with ``{"section.field": value}`` replaced; None values are skipped."""
+        cfg = self
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            section, name = _split_key(key)
+            sec = getattr(cfg, section)
+            value = _coerce(key, _field_types(type(sec))[name], value)
+            cfg = replace(cfg, **{section: replace(sec, **{name: value})})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Check value ranges; raises ConfigError naming the key."""
+        checks = [
+            ("track.max_faces", self.track.max_faces >= 1, "must be >= 1"),
+            ("track.rescan_every", self.track.rescan_every >= 0, "must be >= 0"),
+            ("track.presence_threshold", 0.0 <= self.track.presence_threshold <= 1.0,
+             "must be in [0, 1]"),
+            ("track.iou_threshold", 0.0 <= self.track.iou_threshold <= 1.0, "must be in [0, 1]"),
+            ("run.max_frames", self.run.max_frames >= 0, "must be >= 0"),
+            ("pipeline.queue_size", self.pipeline.queue_size >= 1, "must be >= 1"),
+            ("pipeline.sink_queue_size", self.pipeline.sink_queue_size >= 1, "must be >= 1"),
+            ("pipeline.policy", self.pipeline.policy in ("auto", *POLICIES),
+             f"must be one of auto, {', '.join(POLICIES)}"),
+            ("source.open_timeout_s", self.source.open_timeout_s > 0, "must be > 0"),
+            ("source.read_timeout_s", self.source.read_timeout_s > 0, "must be > 0"),
+        ]
+        for key, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"config key {key!r} {what}, got {_get(self, key)!r}")
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    section, _, name = key.partition(".")
+    sections = _field_types(Config)
+    if section not in sections:
+        raise ConfigError(f"unknown config section {section!r} (known: {', '.join(sections)})")
+    names = _field_types(sections[section])
+    if name not in names:
+        raise ConfigError(
+            f"unknown config key {key!r} (known in [{section}]: {', '.join(names)})"
+        )
+    return section, name
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    """Check ``value`` against the field type ``typ``; ints are accepted for floats."""
+    optional = isinstance(typ, types.UnionType) and type(None) in typ.__args__
+    base = next(a for a in typ.__args__ if a is not type(None)) if optional else typ
+    if optional and (value is None or value == ""):
+        return None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (base is int and isinstance(value, bool)) or not isinstance(value, base):
+        raise ConfigError(
+            f"config key {key!r} must be {base.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    """Build a Config from nested ``{section: {field: value}}`` data."""
+    overrides: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in _field_types(Config):
+            _split_key(section)  # raises with the known sections
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            _split_key(key)
+            overrides[key] = value
+    try:
+        return Config().with_overrides(overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A config file path; a bare name like ``webcam`` means ``configs/webcam.toml``."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    if path.suffix == "" and path.parent == Path("."):
+        named = CONFIG_DIR / f"{name_or_path}.toml"
+        if named.exists():
+            return named
+    raise ConfigError(f"config file not found: {name_or_path}")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Defaults, updated from the TOML file at ``path`` (or named config) when given."""
+    if path is None:
+        return Config()
+    p = resolve_config_path(str(path))
+    if p.is_dir():
+        raise ConfigError(f"config path is a directory: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {p}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {p}: {exc}") from None
+    return config_from_dict(data, origin=str(p))

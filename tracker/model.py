@@ -1,0 +1,270 @@
+"""Recombinator Networks (RCN), the SumNet baseline and the denoising keypoint model (DKM).
+
+File order: configs, variant table, building blocks, models, fusion, factory, checkpoints.
+All models map a normalised crop ``(N, C, S, S)`` to per-landmark logits ``(N, K, S, S)``;
+a softmax over each map gives the landmark's location distribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "rcn_lite.pt"
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Encoder/decoder shape; ``widths`` run from the finest level to the coarsest."""
+
+    kind: str = "rcn"  # "rcn" or "sumnet"
+    size: int = 64
+    in_channels: int = 1
+    widths: tuple[int, ...] = (16, 32, 48, 64, 64)
+    enc_convs: int = 2
+    dec_kernel: int = 3
+    n_points: int = 68
+
+
+@dataclass(frozen=True)
+class DKMConfig:
+    """Denoising keypoint model over low-resolution keypoint maps."""
+
+    map_size: int = 16
+    width: int = 64
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
+    sigma: float = 1.0
+    n_points: int = 68
+
+
+VARIANTS: dict[str, NetConfig] = {
+    # the paper's configuration: 80x80, 5 levels of 64 channels, 5x5 + 1x1 decoder convs
+    "rcn": NetConfig("rcn", 80, 1, (64, 64, 64, 64, 64), 2, 5),
+    "sumnet": NetConfig("sumnet", 80, 1, (64, 64, 64, 64, 64), 2, 5),
+    # CPU real-time: thin fine levels, 3x3 decoder
+    "rcn_lite": NetConfig("rcn", 64, 1, (16, 32, 48, 64, 64), 2, 3),
+    "sumnet_lite": NetConfig("sumnet", 64, 1, (16, 32, 48, 64, 64), 2, 3),
+}
+
+
+def conv_bn_relu(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Sequential:
+    """Conv + BatchNorm + ReLU ("same" padding); BN folds into the conv at export."""
+    pad = dilation * (k // 2)
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Encoder(nn.Module):
+    """Conv levels with 2x2 max-pooling between them; returns every level's pre-pool features."""
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        levels = []
+        cin = cfg.in_channels
+        for w in cfg.widths:
+            layers = [conv_bn_relu(cin if i == 0 else w, w) for i in range(cfg.enc_convs)]
+            levels.append(nn.Sequential(*layers))
+            cin = w
+        self.levels = nn.ModuleList(levels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, level in enumerate(self.levels):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = level(x)
+            feats.append(x)
+        return feats
+
+
+class RCN(nn.Module):
+    """Recombinator Network: coarse-to-fine decoder that upsamples and concatenates."""
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        w = cfg.widths
+        self.decoder = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(w[i] + w[i + 1], w[i], cfg.dec_kernel), conv_bn_relu(w[i], w[i], 1))
+            for i in range(len(w) - 1)
+        )
+        self.head = nn.Conv2d(w[0], cfg.n_points, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        y = feats[-1]
+        for i in range(len(feats) - 2, -1, -1):
+            y = F.interpolate(y, scale_factor=2.0, mode="nearest")
+            y = self.decoder[i](torch.cat([y, feats[i]], dim=1))
+        return self.head(y)
+
+
+class SumNet(nn.Module):
+    """Baseline: every level predicts maps that are upsampled and summed with learnt weights."""
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.heads = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(w, w, cfg.dec_kernel), nn.Conv2d(w, cfg.n_points, 1))
+            for w in cfg.widths
+        )
+        self.level_weights = nn.Parameter(torch.ones(len(cfg.widths)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        size = feats[0].shape[-2:]
+        out = self.level_weights[0] * self.heads[0](feats[0])
+        for i in range(1, len(feats)):
+            maps = F.interpolate(self.heads[i](feats[i]), size=size, mode="bilinear",
+                                 align_corners=False)
+            out = out + self.level_weights[i] * maps
+        return out
+
+
+class DKM(nn.Module):
+    """Denoising keypoint model: keypoint maps -> logits, dilated convs for a face-wide view."""
+
+    def __init__(self, cfg: DKMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        layers = []
+        cin = cfg.n_points
+        for d in cfg.dilations:
+            layers.append(conv_bn_relu(cin, cfg.width, 3, d))
+            cin = cfg.width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(cfg.width, cfg.n_points, 1)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(maps))
+
+
+def keypoint_maps(points: torch.Tensor, size: int, sigma: float,
+                  visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Unnormalised Gaussian maps ``(N, K, size, size)`` for points ``(N, K, 2)`` in map pixels."""
+    grid = torch.arange(size, dtype=points.dtype, device=points.device)
+    dx = grid.view(1, 1, 1, size) - points[..., 0, None, None]
+    dy = grid.view(1, 1, size, 1) - points[..., 1, None, None]
+    maps = torch.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
+    if visible is not None:
+        maps = maps * visible[..., None, None].to(maps.dtype)
+    return maps
+
+
+def to_map_coords(points: torch.Tensor, from_size: int, to_size: int) -> torch.Tensor:
+    """Rescale pixel-centre coordinates between map resolutions."""
+    f = to_size / from_size
+    return (points + 0.5) * f - 0.5
+
+
+def argmax_points(logits: torch.Tensor) -> torch.Tensor:
+    """Integer argmax location of each map as float ``(N, K, 2)`` (x, y)."""
+    n, k, h, w = logits.shape
+    idx = logits.reshape(n, k, h * w).argmax(dim=-1)
+    return torch.stack([idx % w, idx // w], dim=-1).to(logits.dtype)
+
+
+class Fused(nn.Module):
+    """RCN + DKM: RCN points -> keypoint maps -> DKM; logits are summed (product of probabilities)."""
+
+    def __init__(self, rcn: nn.Module, dkm: DKM) -> None:
+        super().__init__()
+        self.rcn = rcn
+        self.dkm = dkm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.rcn(x)
+        size = logits.shape[-1]
+        m = self.dkm.cfg.map_size
+        pts = to_map_coords(argmax_points(logits), size, m)
+        prior = self.dkm(keypoint_maps(pts, m, self.dkm.cfg.sigma))
+        prior = F.interpolate(prior, size=(size, size), mode="bilinear", align_corners=False)
+        return logits + prior
+
+
+def build_model(name: str | NetConfig) -> nn.Module:
+    """Build an RCN/SumNet variant by name (see ``VARIANTS``) or from a config."""
+    cfg = VARIANTS[name] if isinstance(name, str) else name
+    return RCN(cfg) if cfg.kind == "rcn" else SumNet(cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded landmark model and the metadata saved with it."""
+
+    model: nn.Module
+    net: NetConfig
+    dkm: DKMConfig | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, net: NetConfig, dkm: DKMConfig | None,
+                    meta: dict[str, Any]) -> None:
+    """Save weights with their configs (configs travel with the weights)."""
+    blob = {"state_dict": model.state_dict(), "net": asdict(net),
+            "dkm": asdict(dkm) if dkm else None, "meta": meta}
+    tmp = Path(str(path) + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+class WeightsError(ValueError):
+    """Raised for a missing or unreadable weights file."""
+
+
+def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
+    """Load a checkpoint saved by ``save_checkpoint`` (RCN alone or RCN+DKM fused)."""
+    path = Path(path) if path else DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        net = NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["net"].items()})
+        dkm_cfg = None
+        model: nn.Module = build_model(net)
+        if blob.get("dkm"):
+            d = blob["dkm"]
+            dkm_cfg = DKMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+            model = Fused(model, DKM(dkm_cfg))
+        model.load_state_dict(blob["state_dict"])
+    except WeightsError:
+        raise
+    except Exception as exc:  # corrupt pickle, wrong keys, truncated file
+        raise WeightsError(
+            f"cannot load weights {path}: {type(exc).__name__} (file corrupt or not a tracker "
+            "checkpoint; reinstall or pass --weights with a file from `tracker train`)"
+        ) from exc
+    model.eval()
+    return Checkpoint(model, net, dkm_cfg, blob.get("meta", {}))
+
+
+def meta_json(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar of a weights file (``x.pt`` -> ``x.json``), or {}."""
+    side = Path(path).with_suffix(".json")
+    return json.loads(side.read_text()) if side.exists() else {}

@@ -1,0 +1,253 @@
+"""What ``tracker run`` does: check outputs, open the source, build and run the pipeline, report.
+
+Graph (channels named in brackets; sinks appear only when asked for)::
+
+    decode -[frames]-> track -+-[render]-> render -+-[video]---> video (--out)
+                              |                    +-[preview]-> preview (--show, drop_oldest)
+                              +-[jsonl]--> jsonl (--jsonl)
+
+Files use the ``block`` policy (nothing lost); live sources ``drop_oldest`` (latency bounded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tracker.cli import CliError, ExitCode, check_writable
+from tracker.config import Config, ConfigError, load_config
+from tracker.pipeline import Metrics, Pipeline, Stage, StageError
+from tracker.source import CameraNotFound, SourceError, SourceInfo, VideoSource, open_source
+from tracker.track import TrackStage, TrackStats
+
+PREVIEW_QUEUE = 2
+
+
+def build_pipeline(
+    cfg: Config,
+    source: VideoSource,
+    track: Stage,
+    *,
+    writer: Any = None,
+    jsonl: Stage | None = None,
+    preview_factory: Callable[[], Any] | None = None,
+    annotate: Callable[..., Any] | None = None,
+) -> Pipeline:
+    """Wire source -> track -> sinks with the configured queue sizes and policy."""
+    from tracker.sinks import PreviewSink, RenderStage, VideoSink
+
+    pc = cfg.pipeline
+    policy = source.info.policy if pc.policy == "auto" else pc.policy
+    p = Pipeline()
+    frames = p.channel("frames", pc.queue_size, policy)
+    p.add(source, outputs=[frames])
+    track_outputs = []
+    render_in = jsonl_in = None
+    if writer is not None or preview_factory is not None:
+        if annotate is None:
+            from tracker.render import annotate
+        render_in = p.channel("render", pc.sink_queue_size, policy)
+        track_outputs.append(render_in)
+    if jsonl is not None:
+        jsonl_in = p.channel("jsonl", pc.sink_queue_size, policy)
+        track_outputs.append(jsonl_in)
+    p.add(track, input=frames, outputs=track_outputs)
+    if render_in is not None:
+        render_outputs = []
+        if writer is not None:
+            video_in = p.channel("video", pc.sink_queue_size, policy)
+            render_outputs.append(video_in)
+            p.add(VideoSink(writer), input=video_in)
+        if preview_factory is not None:
+            preview_in = p.channel("preview", PREVIEW_QUEUE, "drop_oldest")
+            render_outputs.append(preview_in)
+            p.add(PreviewSink(preview_factory), input=preview_in)
+        p.add(RenderStage(annotate), input=render_in, outputs=render_outputs)
+    if jsonl is not None:
+        p.add(jsonl, input=jsonl_in)
+    return p
+
+
+def _load(config_path: str | None, overrides: dict[str, Any]) -> Config:
+    try:
+        return load_config(config_path).with_overrides(overrides)
+    except ConfigError as exc:
+        raise CliError(str(exc), ExitCode.CONFIG) from None
+
+
+def _check_outputs(cfg: Config) -> None:
+    r = cfg.run
+    if r.out:
+        check_writable(r.out, "--out")
+    if r.jsonl:
+        check_writable(r.jsonl, "--jsonl")
+    if r.out and r.jsonl and r.jsonl != "-" and Path(r.out).resolve() == Path(r.jsonl).resolve():
+        raise CliError("--out and --jsonl name the same file", ExitCode.USAGE)
+    src = Path(r.source or "")
+    for path, what in ((r.out, "--out"), (r.jsonl, "--jsonl")):
+        if path and path != "-" and src.is_file() and Path(path).resolve() == src.resolve():
+            raise CliError(f"{what} would overwrite the input {r.source}", ExitCode.USAGE)
+
+
+def _open(cfg: Config) -> VideoSource:
+    try:
+        return open_source(cfg.run.source or "", cfg.source_options())
+    except CameraNotFound as exc:
+        raise CliError(str(exc), ExitCode.NO_CAMERA) from None
+    except SourceError as exc:
+        raise CliError(str(exc), ExitCode.SOURCE) from None
+
+
+def _track(cfg: Config) -> TrackStage:
+    from tracker.track import create_track_stage
+
+    try:
+        return create_track_stage(cfg)
+    except (ImportError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise CliError(f"cannot load the face models: {exc}", ExitCode.MODEL) from None
+
+
+def _writer(cfg: Config, info: SourceInfo) -> Any:
+    from tracker.encode import EncodeError, VideoWriter
+
+    try:
+        return VideoWriter(
+            cfg.run.out or "",
+            info.width,
+            info.height,
+            info.fps or 30.0,
+            audio_source=info.path if info.has_audio else None,
+            time_base=info.time_base,
+        )
+    except (EncodeError, OSError, ValueError) as exc:
+        raise CliError(f"cannot write {cfg.run.out}: {exc}", ExitCode.OUTPUT) from None
+
+
+def _jsonl(path: str) -> Stage:
+    from tracker.sinks import JsonlSink
+
+    try:
+        return JsonlSink(path)
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}", ExitCode.OUTPUT) from None
+
+
+def _stage_failure(exc: StageError) -> CliError:
+    from tracker.encode import EncodeError, PreviewUnavailable
+
+    err = exc.error
+    if isinstance(err, CameraNotFound):
+        return CliError(str(err), ExitCode.NO_CAMERA)
+    if isinstance(err, SourceError):
+        return CliError(str(err), ExitCode.SOURCE)
+    if isinstance(err, (PreviewUnavailable, EncodeError, OSError)):
+        return CliError(f"{exc.stage}: {err}", ExitCode.OUTPUT)
+    return CliError(str(exc), ExitCode.FAILED)
+
+
+@contextmanager
+def _progress(console: Console, total: int | None) -> Iterator[Callable[[Metrics], None]]:
+    columns: list[Any] = [SpinnerColumn(), TextColumn("[bold]tracking")]
+    if total:
+        columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    else:
+        columns += [TextColumn("{task.completed} frames")]
+    columns += [TextColumn("{task.fields[fps]:6.1f} fps"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("run", total=total, fps=0.0)
+
+        def update(m: Metrics) -> None:
+            done = m.stage("track").count
+            progress.update(task, completed=done, fps=done / m.seconds if m.seconds else 0.0)
+
+        yield update
+
+
+def summary_table(
+    info: SourceInfo, m: Metrics, stats: TrackStats, outputs: list[str], status: str
+) -> Table:
+    """One screen: throughput, faces, drops, per-stage latency and queue depths."""
+    fps_in = f"{info.fps:.2f} fps" if info.fps else "unknown fps"
+    t = Table(title=f"tracker run: {info.spec} ({info.width}x{info.height}, {fps_in}) - {status}",
+              show_header=False, box=None, title_justify="left", pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    dropped = sum(c.dropped for c in m.channels if c.name != "preview")
+    t.add_row("frames", f"{m.frames} decoded, {stats.frames} tracked, {dropped} dropped")
+    t.add_row("speed", f"{stats.frames / m.seconds if m.seconds else 0.0:.1f} fps "
+              f"over {m.seconds:.1f} s")
+    t.add_row("faces", f"{stats.faces_found} found; faces in {stats.frames_with_faces}/"
+              f"{stats.frames} frames; detector ran {stats.detector_runs} times")
+    t.add_row("outputs", ", ".join(outputs) or "none")
+    stages = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("stage", "items", "median ms", "p99 ms"):
+        stages.add_column(col, justify="left" if col == "stage" else "right")
+    for s in m.stages:
+        stages.add_row(s.name, str(s.count), f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}")
+    queues = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("queue", "policy", "max depth", "dropped"):
+        queues.add_column(col, justify="left" if col in ("queue", "policy") else "right")
+    for c in m.channels:
+        queues.add_row(c.name, c.policy, f"{c.max_depth}/{c.capacity}", str(c.dropped))
+    t.add_row("stages", stages)
+    t.add_row("queues", queues)
+    return t
+
+
+def run_tracker(config_path: str | None, overrides: dict[str, Any]) -> ExitCode:
+    """Everything ``tracker run`` does; raises CliError for known failures."""
+    cfg = _load(config_path, overrides)
+    r = cfg.run
+    if not r.source:
+        raise CliError("no source: give a video file, or --source webcam|URL|lavfi:GRAPH",
+                       ExitCode.USAGE)
+    _check_outputs(cfg)
+    console = Console(stderr=True)
+    with ExitStack() as cleanup:
+        source = _open(cfg)
+        cleanup.callback(source.close)
+        track = _track(cfg)
+        writer = jsonl = preview = None
+        if r.out:
+            writer = _writer(cfg, source.info)
+            cleanup.callback(writer.close)
+        if r.jsonl:
+            jsonl = _jsonl(r.jsonl)
+            cleanup.callback(jsonl.close)
+        if r.show:
+            from tracker.encode import Preview
+
+            def preview() -> Any:
+                return Preview(title=f"tracker - {r.source}")
+
+        pipe = build_pipeline(cfg, source, track, writer=writer, jsonl=jsonl,
+                              preview_factory=preview)
+        cleanup.pop_all()  # from here on every stage closes itself in its own thread
+        status, code = "finished", ExitCode.OK
+        try:
+            with _progress(console, source.info.frame_count) as update:
+                metrics = pipe.run(on_tick=update)
+        except StageError as exc:
+            raise _stage_failure(exc) from None
+        except KeyboardInterrupt:
+            metrics = pipe.metrics()
+            status, code = "interrupted (outputs finalised)", ExitCode.INTERRUPTED
+        if pipe.stop_reason and code == ExitCode.OK:
+            status = pipe.stop_reason
+    outputs = [p for p in (r.out, r.jsonl) if p]
+    console.print(summary_table(source.info, metrics, track.stats, outputs, status))
+    return code
