@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
@@ -148,20 +149,31 @@ def known_errors(debug: bool) -> Iterator[None]:
 
 
 def check_writable(path: str, what: str) -> None:
-    """Fail before any processing when ``path`` cannot be created or overwritten."""
+    """Fail before any processing when ``path`` cannot be created or overwritten.
+
+    Probes by creating (and removing) a temporary file beside ``path``: permission bits alone
+    say nothing for root or for read-only and virtual file systems.
+    """
     if path == "-":
         return
     p = Path(path)
     if p.is_dir():
         raise CliError(f"{what} {path} is a directory", ExitCode.OUTPUT)
-    parent = p.parent if str(p.parent) else Path(".")
+    parent = p.parent
     if not parent.exists():
         raise CliError(f"{what} directory does not exist: {parent}", ExitCode.OUTPUT)
     if not parent.is_dir():
         raise CliError(f"{what} directory is not a directory: {parent}", ExitCode.OUTPUT)
-    target = p if p.exists() else parent
-    if not os.access(target, os.W_OK):
-        raise CliError(f"{what} is not writable: {target}", ExitCode.OUTPUT)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise CliError(f"{what} is not writable: {p}", ExitCode.OUTPUT)
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".tracker-write-test-")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CliError(f"{what} directory is not writable: {parent} ({reason})",
+                       ExitCode.OUTPUT) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 RUN_EPILOG = (
@@ -299,5 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return rv if isinstance(rv, int) else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m tracker.cli: use the importable module's classes
+    from tracker.cli import main as _entry
+
+    sys.exit(_entry())

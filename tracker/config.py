@@ -193,16 +193,15 @@ def _coerce(key: str, typ: Any, value: Any) -> Any:
 def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
     """Build a Config from nested ``{section: {field: value}}`` data."""
     overrides: dict[str, Any] = {}
-    for section, table in data.items():
-        if section not in _field_types(Config):
-            _split_key(section)  # raises with the known sections
-        if not isinstance(table, dict):
-            raise ConfigError(f"{origin}: [{section}] must be a table")
-        for name, value in table.items():
-            key = f"{section}.{name}"
-            _split_key(key)
-            overrides[key] = value
     try:
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                homes = [n for n, t in _field_types(Config).items() if section in _field_types(t)]
+                hint = f"; put it under [{homes[0]}]" if homes else ""
+                raise ConfigError(f"config key {section!r} must be inside a [section]{hint}")
+            for name, value in table.items():
+                _split_key(f"{section}.{name}")
+                overrides[f"{section}.{name}"] = value
         return Config().with_overrides(overrides)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None

@@ -28,10 +28,11 @@ __all__ = [
     "warmup",
 ]
 
-# From this many maps (N*K) up, `decode` uses the prange kernel. On 2 shared cores the parallel
-# kernel halves p50 when the second core is idle but its p99 jumps to a scheduler slice (~8 ms)
-# when it is busy (benchmarks/heatmap_bench.py), so the real-time sizes stay serial.
-PARALLEL_MIN_MAPS = 2048
+# From this many maps (N*K) up, `decode` uses the prange kernel by default. On 2 shared cores
+# the parallel kernel halves p50 only while the second core is idle; when it is busy its p50/p99
+# jump to a scheduler slice (~8-16 ms) (benchmarks/heatmap_bench.py). So every real-time size
+# stays serial; pass ``parallel=True`` for large offline batches on a free machine.
+PARALLEL_MIN_MAPS = 8192
 
 _SIGN_FLIP = np.int32(0x7FFFFFFF)
 _LOG2E = np.float32(1.4426950408889634)

@@ -81,8 +81,8 @@ def decode_logits(logits: torch.Tensor) -> torch.Tensor:
         return pad.gather(-1, ((y + 1 + dy) * wp + x + 1 + dx)[..., None])[..., 0]
 
     c = at(0, 0)
-    ox = _vertex(at(-1, 0), c, at(1, 0))
-    oy = _vertex(at(0, -1), c, at(0, 1))
+    ox = _vertex(at(-1, 0), c, at(1, 0)) * ((x > 0) & (x < w - 1))
+    oy = _vertex(at(0, -1), c, at(0, 1)) * ((y > 0) & (y < h - 1))
     return torch.stack([x + ox, y + oy], -1).float()
 
 

@@ -1,0 +1,98 @@
+"""300-W .pts files, the flip permutation, crops and augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tracker.data import (
+    FLIP_PERM,
+    Augment,
+    Preprocess,
+    face_crop,
+    find_samples,
+    read_pts,
+    write_pts,
+)
+from tracker.roi import box_from_points
+
+
+def test_pts_round_trip(tmp_path) -> None:
+    pts = np.random.default_rng(0).uniform(0, 200, size=(68, 2)).astype(np.float32)
+    write_pts(tmp_path / "a.pts", pts)
+    text = (tmp_path / "a.pts").read_text()
+    assert text.startswith("version: 1\nn_points: 68\n{")
+    np.testing.assert_allclose(read_pts(tmp_path / "a.pts"), pts, atol=1e-3)
+
+
+def test_pts_are_one_based(tmp_path) -> None:
+    (tmp_path / "b.pts").write_text("version: 1\nn_points: 2\n{\n1 1\n10.5 20\n}\n")
+    np.testing.assert_allclose(read_pts(tmp_path / "b.pts"), [[0, 0], [9.5, 19]])
+
+
+def test_malformed_pts_raises(tmp_path) -> None:
+    (tmp_path / "c.pts").write_text("hello")
+    with pytest.raises(ValueError, match="c.pts"):
+        read_pts(tmp_path / "c.pts")
+
+
+def test_find_samples_recurses_like_300w(tmp_path) -> None:
+    for sub in ("lfpw/trainset", "helen/testset", "ibug"):
+        d = tmp_path / sub
+        d.mkdir(parents=True)
+        (d / "img.png").write_bytes(b"x")
+        write_pts(d / "img.pts", np.zeros((68, 2)))
+    (tmp_path / "ibug" / "orphan.pts").write_text("")
+    assert len(find_samples(tmp_path)) == 3
+
+
+def test_flip_is_an_involution_swapping_eyes() -> None:
+    assert np.array_equal(FLIP_PERM[FLIP_PERM], np.arange(68))
+    assert FLIP_PERM[36] == 45 and FLIP_PERM[45] == 36  # outer eye corners
+    assert set(FLIP_PERM[36:42]) == set(range(42, 48))  # left eye -> right eye
+    assert FLIP_PERM[8] == 8 and FLIP_PERM[30] == 30 and FLIP_PERM[57] == 57  # midline
+
+
+def _synthetic_face(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, size=(200, 180, 3), dtype=np.uint8)
+    pts = rng.uniform(50, 150, size=(68, 2)).astype(np.float32)
+    pts[36], pts[45] = (60, 80), (120, 80)
+    return image, pts
+
+
+def test_crop_without_augmentation_centres_the_box() -> None:
+    image, pts = _synthetic_face(0)
+    crop, out = face_crop(image, pts, 64, None, None)
+    assert crop.shape == (64, 64, 3)
+    box = box_from_points(out)
+    cx, cy = box.center
+    assert abs(cx - 31.5) < 1e-3 and abs(cy - 31.5) < 1e-3
+    assert abs(max(box.width, box.height) - 64 / 1.25) < 1e-3
+
+
+def test_flipped_crop_keeps_left_eye_on_the_left() -> None:
+    image, pts = _synthetic_face(1)
+    aug = Augment(scale=0, rotate_deg=0, shift=0, box_jitter=0, flip=True, photometric=False,
+                  occlude_p=0)
+    seen = set()
+    for seed in range(20):
+        _, out = face_crop(image, pts, 64, np.random.default_rng(seed), aug)
+        assert out[36, 0] < out[45, 0]  # image-left eye corner stays on the left after a flip
+        seen.add(round(float(out[36, 0]), 3))
+    assert len(seen) == 2  # both flipped and unflipped crops occurred
+
+
+def test_augmentation_is_deterministic_per_seed() -> None:
+    image, pts = _synthetic_face(2)
+    a = face_crop(image, pts, 64, np.random.default_rng(5), Augment())
+    b = face_crop(image, pts, 64, np.random.default_rng(5), Augment())
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("channels,lcn", [(1, False), (3, False), (1, True)])
+def test_preprocess_shapes_and_normalisation(channels: int, lcn: bool) -> None:
+    crops = np.random.default_rng(0).integers(0, 255, size=(3, 64, 64, 3), dtype=np.uint8)
+    x = Preprocess(64, channels, lcn)(crops)
+    assert x.shape == (3, channels, 64, 64) and x.dtype == np.float32
+    assert abs(float(x.mean())) < 0.2

@@ -1,0 +1,246 @@
+"""Sources decode every frame with exact container times; bad sources fail with one clear line."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from synthetic import make_audio_only, make_clip
+
+from tracker.pipeline import Pipeline, Stage
+from tracker.source import (
+    CameraNotFound,
+    SourceError,
+    SourceOptions,
+    open_source,
+    webcam_device,
+)
+
+
+@pytest.mark.parametrize(
+    "suffix, rate, codec, fmt, n",
+    [
+        (".mp4", 25, "libx264", None, 12),
+        (".mp4", Fraction(30000, 1001), "libx264", None, 10),
+        (".mkv", 24, "libx264", None, 9),
+        (".ts", 30, "libx264", "mpegts", 8),
+        (".avi", 20, "mpeg4", None, 7),
+    ],
+)
+def test_file_frames_and_timestamps_are_exact(
+    tmp_path: Path, suffix: str, rate: Fraction | int, codec: str, fmt: str | None, n: int
+) -> None:
+    clip = make_clip(tmp_path / f"clip{suffix}", n_frames=n, rate=rate, codec=codec, fmt=fmt)
+    src = open_source(str(clip))
+    try:
+        info = src.info
+        frames = list(src.frames())
+    finally:
+        src.close()
+    assert (info.kind, info.width, info.height, info.is_live, info.policy) == (
+        "file", 64, 48, False, "block")
+    assert info.path == str(clip) and not info.has_audio
+    assert info.fps == pytest.approx(float(rate), rel=1e-3)
+    assert info.frame_count == n
+    assert [f.index for f in frames] == list(range(n))
+    # times are pts * time_base: i / rate quantised to the container's time base
+    tb, start = info.time_base, frames[0].time
+    expected = [float(round(Fraction(i) / Fraction(rate) / tb) * tb) for i in range(n)]
+    assert [f.time - start for f in frames] == pytest.approx(expected, abs=1e-9)
+    for i, f in enumerate(frames):
+        assert f.image.shape == (48, 64, 3) and f.image.dtype.name == "uint8"
+        assert abs(float(f.image.mean()) - (20 * i + 10)) < 6  # the frame that was written
+
+
+def test_times_are_pts_times_time_base(tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "c.mp4", n_frames=5, rate=Fraction(30000, 1001))
+    src = open_source(str(clip))
+    frames = list(src.frames())
+    src.close()
+    assert src.info.time_base == Fraction(1, 30000)
+    assert [f.time for f in frames] == [float(Fraction(1001 * i, 30000)) for i in range(5)]
+
+
+def test_audio_is_reported_for_pass_through(tmp_path: Path) -> None:
+    src = open_source(str(make_clip(tmp_path / "a.mp4", n_frames=3, audio=True)))
+    src.close()
+    assert src.info.has_audio and src.info.path == str(tmp_path / "a.mp4")
+
+
+@pytest.mark.parametrize(
+    "graph, max_frames, n, size",
+    [
+        ("testsrc2=size=96x64:rate=10:duration=1", 0, 10, (64, 96)),
+        ("testsrc2=size=32x32:rate=30", 5, 5, (32, 32)),  # endless source, capped
+        ("color=c=red:size=16x8:rate=5:duration=0.6", 0, 3, (8, 16)),
+    ],
+)
+def test_lavfi_sources(graph: str, max_frames: int, n: int, size: tuple[int, int]) -> None:
+    src = open_source(f"lavfi:{graph}", SourceOptions(max_frames=max_frames))
+    frames = list(src.frames())
+    src.close()
+    assert src.info.kind == "lavfi" and not src.info.is_live and src.info.path is None
+    assert len(frames) == n and frames[0].image.shape == (*size, 3)
+    fps = src.info.fps
+    assert [f.time for f in frames] == pytest.approx([i / fps for i in range(n)])
+
+
+def test_source_runs_as_a_pipeline_stage(tmp_path: Path) -> None:
+    class Sink(Stage):
+        name = "sink"
+
+        def __init__(self) -> None:
+            self.indices: list[int] = []
+
+        def process(self, item: object) -> None:
+            self.indices.append(item.index)  # type: ignore[attr-defined]
+
+    src = open_source(str(make_clip(tmp_path / "p.mp4", n_frames=20)))
+    sink = Sink()
+    pipe = Pipeline()
+    ch = pipe.channel("frames", 2, src.info.policy)
+    pipe.add(src, outputs=[ch])
+    pipe.add(sink, input=ch)
+    metrics = pipe.run()
+    assert sink.indices == list(range(20)) and metrics.frames == 20 and metrics.dropped == 0
+
+
+def _problem(tmp_path: Path, kind: str) -> str:
+    if kind == "missing":
+        return str(tmp_path / "nope.mp4")
+    if kind == "directory":
+        return str(tmp_path)
+    if kind == "not_video":
+        (tmp_path / "notes.mp4").write_text("this is not a video\n" * 50)
+        return str(tmp_path / "notes.mp4")
+    if kind == "empty":
+        (tmp_path / "empty.mp4").write_bytes(b"")
+        return str(tmp_path / "empty.mp4")
+    if kind == "audio_only":
+        return str(make_audio_only(tmp_path / "sound.m4a"))
+    if kind == "bad_lavfi":
+        return "lavfi:nosuchfilter=size=3x3"
+    if kind == "refused":
+        with socket.socket() as s:  # a port nobody listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return f"tcp://127.0.0.1:{port}"
+    return "   "
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("missing", "no such file"),
+        ("directory", "is a directory"),
+        ("not_video", "not a video"),
+        ("empty", "not a video"),
+        ("audio_only", "no video stream"),
+        ("bad_lavfi", "bad lavfi source"),
+        ("refused", "cannot open tcp://"),
+        ("blank", "empty source"),
+    ],
+)
+def test_bad_sources_raise_one_line_source_errors(tmp_path: Path, kind: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message) as info:
+        open_source(_problem(tmp_path, kind))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(not Path("/dev").is_dir(), reason="needs a /dev tree")
+def test_missing_webcam_is_camera_not_found() -> None:
+    with pytest.raises(CameraNotFound, match="no webcam|cannot open webcam"):
+        open_source("webcam:97")
+
+
+@pytest.mark.parametrize(
+    "which, platform, expected",
+    [
+        ("0", "linux", ("/dev/video0", "v4l2")),
+        ("2", "linux", ("/dev/video2", "v4l2")),
+        ("/dev/v4l/by-id/cam", "linux", ("/dev/v4l/by-id/cam", "v4l2")),
+        ("1", "darwin", ("1", "avfoundation")),
+        ("Integrated Camera", "win32", ("video=Integrated Camera", "dshow")),
+    ],
+)
+def test_webcam_devices_per_platform(which: str, platform: str, expected: tuple[str, str]) -> None:
+    assert webcam_device(which, platform) == expected
+
+
+@pytest.mark.parametrize("which, platform", [("0", "win32"), ("0", "sunos5")])
+def test_unsupported_webcam_requests(which: str, platform: str) -> None:
+    with pytest.raises(CameraNotFound):
+        webcam_device(which, platform)
+
+
+# --- live sources over loopback -------------------------------------------------------------
+
+
+@pytest.fixture()
+def ts_clip(tmp_path: Path) -> Path:
+    return make_clip(tmp_path / "live.ts", n_frames=15, rate=30, fmt="mpegts")
+
+
+@pytest.fixture()
+def tcp_server(ts_clip: Path) -> Iterator[int]:
+    """Serves the MPEG-TS clip once to the first client on a loopback TCP port."""
+    data = ts_clip.read_bytes()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_tcp_stream_is_live_with_times_from_its_first_frame(tcp_server: int) -> None:
+    src = open_source(f"tcp://127.0.0.1:{tcp_server}",
+                      SourceOptions(open_timeout_s=5, read_timeout_s=5))
+    frames = list(src.frames())
+    src.close()
+    info = src.info
+    assert info.kind == "url" and info.is_live and info.policy == "drop_oldest"
+    assert info.path is None and info.frame_count is None
+    assert len(frames) == 15
+    assert [f.time for f in frames] == pytest.approx([i / 30 for i in range(15)], abs=1e-6)
+
+
+def test_http_stream_decodes(ts_clip: Path) -> None:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    def handler(*args: object, **kwargs: object) -> Quiet:
+        return Quiet(*args, directory=str(ts_clip.parent), **kwargs)  # type: ignore[arg-type]
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/{ts_clip.name}"
+        src = open_source(url, SourceOptions(open_timeout_s=5, read_timeout_s=5))
+        frames = list(src.frames())
+        src.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert src.info.kind == "url" and len(frames) == 15
+
+
+def test_silent_server_hits_the_open_timeout() -> None:
+    server = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) but never sends
+    try:
+        with pytest.raises(SourceError, match="timed out|cannot open"):
+            open_source(f"tcp://127.0.0.1:{server.getsockname()[1]}",
+                        SourceOptions(open_timeout_s=0.3, read_timeout_s=0.3))
+    finally:
+        server.close()
