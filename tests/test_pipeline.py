@@ -33,8 +33,9 @@ class Collect(Stage):
     """A sink remembering what it got and whether it was closed."""
 
     def __init__(self, name: str, fail_at: int | None = None, fail_on_close: bool = False,
-                 wait_for: threading.Event | None = None) -> None:
+                 wait_for: threading.Event | None = None, fail_on_open: bool = False) -> None:
         self.name = name
+        self.fail_on_open = fail_on_open
         self.items: list[Any] = []
         self.closed = 0
         self.fail_at = fail_at
@@ -42,6 +43,8 @@ class Collect(Stage):
         self.wait_for = wait_for
 
     def open(self) -> None:
+        if self.fail_on_open:
+            raise Boom(f"{self.name} cannot open")
         if self.wait_for is not None:
             assert self.wait_for.wait(WATCHDOG_S)
 
@@ -213,7 +216,8 @@ def test_fan_out_delivers_everything_to_every_sink_and_closes_them() -> None:
 
 @pytest.mark.parametrize(
     "where",
-    ["source", "transform", "first_sink", "second_sink", "sink_close", "source_endless"],
+    ["source", "transform", "first_sink", "second_sink", "sink_open", "sink_close",
+     "source_endless"],
 )
 def test_first_failure_stops_everything_and_names_the_stage(where: str) -> None:
     # capacity-1 queues and an endless source: producers are blocked on full queues when
@@ -222,14 +226,15 @@ def test_first_failure_stops_everything_and_names_the_stage(where: str) -> None:
     source = Numbers(None if endless else 100, fail_at=7 if where == "source" else None)
     a = Collect("a", fail_at=5 if where == "first_sink" else None,
                 fail_on_close=where == "sink_close")
-    b = Collect("b", fail_at=3 if where == "second_sink" else None)
+    b = Collect("b", fail_at=3 if where == "second_sink" else None,
+                fail_on_open=where == "sink_open")
     pipe = chain(source, a, b, double_fail_at=9 if where == "transform" else None)
     if where in ("sink_close", "source_endless"):
         # nothing fails while running: stop from outside, like a timer or Ctrl-C would
         threading.Timer(0.2, pipe.stop).start()
     _, error = run_guarded(pipe)
     expected = {"source": "numbers", "transform": "double", "first_sink": "a",
-                "second_sink": "b", "sink_close": "a"}
+                "second_sink": "b", "sink_open": "b", "sink_close": "a"}
     if where == "source_endless":
         assert error is None and pipe.stop_reason == "stopped"
     else:
@@ -264,6 +269,17 @@ def test_keyboard_interrupt_finalises_sinks_then_propagates() -> None:
     _, error = run_guarded(pipe, on_tick=interrupt, tick_s=0.01)
     assert isinstance(error, KeyboardInterrupt)
     assert sink.closed == 1 and pipe.stop_reason == "interrupted"
+
+
+def test_failing_tick_callback_stops_the_run() -> None:
+    sink = Collect("sink")
+    pipe = chain(Numbers(None), sink)
+
+    def broken(_: Metrics) -> None:
+        raise Boom("progress display failed")
+
+    _, error = run_guarded(pipe, on_tick=broken, tick_s=0.01)
+    assert isinstance(error, StageError) and error.stage == "on_tick" and sink.closed == 1
 
 
 def test_drop_oldest_channel_in_a_pipeline_counts_what_a_slow_sink_missed() -> None:

@@ -50,7 +50,7 @@ class TrackConfig:
 
     max_faces: int = 1
     rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
-    presence_threshold: float = 0.5  # drop faces whose presence is below this
+    presence_threshold: float = 0.2  # drop faces whose presence is below this
     iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
 
 

@@ -55,8 +55,9 @@ class Calibration:
 # image the raw detection matching the face (box holds the nose tip, size within 2x of the
 # landmark box) is paired with the tight box of the 0-based landmarks; each constant is the
 # median over those pairs of the centre offset / size ratio, in units of the raw box size.
-BLAZEFACE_CALIBRATION = Calibration(dx=0.0, dy=0.0, sx=1.0, sy=1.0)
-HAAR_CALIBRATION = Calibration(dx=0.0, dy=0.0, sx=1.0, sy=1.0)
+# BlazeFace: 3,395 of 3,402 faces matched; Haar (default cascade): 3,354.
+BLAZEFACE_CALIBRATION = Calibration(dx=0.0039, dy=0.0538, sx=0.9755, sy=0.9422)
+HAAR_CALIBRATION = Calibration(dx=0.0, dy=0.1596, sx=0.8648, sy=0.8333)
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-ENGINES = ("auto", "torch", "onnxruntime", "tensorrt")
+ENGINES = ("auto", "torch", "onnxruntime", "onnx", "tensorrt")
 
 
 class EngineError(RuntimeError):
@@ -123,6 +123,8 @@ def model_key(model: nn.Module, tag: str) -> str:
 def create_engine(model: nn.Module, size: int, channels: int, engine: str = "auto",
                   threads: int | None = None) -> Engine:
     """Build the requested backend for a landmark model."""
+    if engine == "onnx":
+        engine = "onnxruntime"
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "tensorrt" or (engine == "auto" and tensorrt_available()):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class DKMConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
     sigma: float = 1.0
     n_points: int = 68
+    weight: float = 1.0  # scale of the DKM logits when summed with RCN's
 
 
 VARIANTS: dict[str, NetConfig] = {
@@ -193,13 +194,23 @@ class Fused(nn.Module):
         pts = to_map_coords(argmax_points(logits), size, m)
         prior = self.dkm(keypoint_maps(pts, m, self.dkm.cfg.sigma))
         prior = F.interpolate(prior, size=(size, size), mode="bilinear", align_corners=False)
-        return logits + prior
+        return logits + self.dkm.cfg.weight * prior
 
 
 def build_model(name: str | NetConfig) -> nn.Module:
     """Build an RCN/SumNet variant by name (see ``VARIANTS``) or from a config."""
     cfg = VARIANTS[name] if isinstance(name, str) else name
     return RCN(cfg) if cfg.kind == "rcn" else SumNet(cfg)
+
+
+def fuse(rcn: Checkpoint, dkm: Checkpoint, weight: float = 1.0) -> Checkpoint:
+    """RCN from one checkpoint, DKM from another (trained with ``--dkm``), as one fused model."""
+    if dkm.dkm is None:
+        raise WeightsError("the second checkpoint holds no denoising keypoint model")
+    cfg = replace(dkm.dkm, weight=weight)
+    model = Fused(rcn.model, DKM(cfg))
+    model.dkm.load_state_dict(dkm.model.dkm.state_dict())
+    return Checkpoint(model.eval(), rcn.net, cfg, dict(rcn.meta))
 
 
 def count_params(model: nn.Module) -> int:

@@ -29,6 +29,7 @@ def train_command(
     channels: Annotated[int, typer.Option(help="1 = grayscale, 3 = colour input.")] = 1,
     lcn: Annotated[bool, typer.Option(help="Local contrast normalisation of the input.")] = False,
     dkm: Annotated[bool, typer.Option(help="Train the denoising keypoint model instead.")] = False,
+    dkm_width: Annotated[int, typer.Option(help="With --dkm: channels of the DKM.")] = 64,
     rcn_weights: Annotated[str, typer.Option(help="With --dkm: the RCN to fuse with.")] = "",
     limit: Annotated[int, typer.Option(help="Use only the first N images (0 = all).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
@@ -44,8 +45,8 @@ def train_command(
 
         cfg = TrainConfig(model=model, train=train, val=val, out=out, epochs=epochs, batch=batch,
                           lr=lr, weight_decay=weight_decay, sigma=sigma, seed=seed, threads=threads,
-                          channels=channels, lcn=lcn, dkm=dkm, rcn_weights=rcn_weights, limit=limit,
-                          resume=resume)
+                          channels=channels, lcn=lcn, dkm=dkm, dkm_width=dkm_width,
+                          rcn_weights=rcn_weights, limit=limit, resume=resume)
         best = run_training(cfg)
         typer.echo(f"best val NME {best * 100:.2f}% -> {out}/best.pt")
 

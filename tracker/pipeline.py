@@ -368,13 +368,18 @@ class Pipeline:
             stage.open()
             if node.input is None:
                 it = iter(stage.items())
-                while not stop.is_set():
-                    t0 = time.perf_counter()
-                    item = next(it, END)
-                    if item is END:
-                        break
-                    timer.add(time.perf_counter() - t0)
-                    self._put_all(node, item)
+                try:
+                    while not stop.is_set():
+                        t0 = time.perf_counter()
+                        item = next(it, END)
+                        if item is END:
+                            break
+                        timer.add(time.perf_counter() - t0)
+                        self._put_all(node, item)
+                finally:
+                    close_it = getattr(it, "close", None)
+                    if close_it is not None:
+                        close_it()  # finish a generator before the stage closes its resources
             else:
                 while True:
                     item = node.input.get(stop)
@@ -429,25 +434,28 @@ class Pipeline:
                 target=self._run_node, args=(node,), name=f"stage-{node.stage.name}", daemon=True
             )
             node.thread.start()
-        interrupted = False
+        interrupts = 0
         stopped_at: float | None = None
         while True:
             try:
-                alive = self._wait(tick_s, stopped_at)
-                if not alive:
+                if not self._wait(tick_s, stopped_at):
                     break
                 if on_tick is not None:
                     on_tick(self.metrics())
             except KeyboardInterrupt:
-                interrupted = True
+                interrupts += 1
                 self.stop("interrupted")
+                if interrupts >= 3:  # the user insists: stop waiting for stuck stages
+                    break
+            except Exception as exc:  # noqa: BLE001 - a failing callback stops the run too
+                self._fail("on_tick", exc)
             if stopped_at is None and self.stop_event.is_set():
                 stopped_at = time.monotonic()
         self._finished = time.perf_counter()
         if self._error is not None:
             stage, error = self._error
             raise StageError(stage, error) from error
-        if interrupted:
+        if interrupts:
             raise KeyboardInterrupt
         return self.metrics()
 

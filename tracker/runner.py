@@ -67,16 +67,17 @@ def build_pipeline(
         track_outputs.append(jsonl_in)
     p.add(track, input=frames, outputs=track_outputs)
     if render_in is not None:
-        render_outputs = []
+        video_in = preview_in = None
         if writer is not None:
             video_in = p.channel("video", pc.sink_queue_size, policy)
-            render_outputs.append(video_in)
-            p.add(VideoSink(writer), input=video_in)
         if preview_factory is not None:
             preview_in = p.channel("preview", PREVIEW_QUEUE, "drop_oldest")
-            render_outputs.append(preview_in)
-            p.add(PreviewSink(preview_factory), input=preview_in)
+        render_outputs = [c for c in (video_in, preview_in) if c is not None]
         p.add(RenderStage(annotate), input=render_in, outputs=render_outputs)
+        if video_in is not None:
+            p.add(VideoSink(writer), input=video_in)
+        if preview_in is not None:
+            p.add(PreviewSink(preview_factory), input=preview_in)
     if jsonl is not None:
         p.add(jsonl, input=jsonl_in)
     return p
@@ -182,10 +183,12 @@ def summary_table(
 ) -> Table:
     """One screen: throughput, faces, drops, per-stage latency and queue depths."""
     fps_in = f"{info.fps:.2f} fps" if info.fps else "unknown fps"
-    t = Table(title=f"tracker run: {info.spec} ({info.width}x{info.height}, {fps_in}) - {status}",
-              show_header=False, box=None, title_justify="left", pad_edge=False)
+    t = Table(title=f"tracker run: {status}", show_header=False, box=None, title_justify="left",
+              pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
+    live = "live" if info.is_live else info.kind
+    t.add_row("source", f"{info.spec} ({info.width}x{info.height}, {fps_in}, {live})")
     dropped = sum(c.dropped for c in m.channels if c.name != "preview")
     t.add_row("frames", f"{m.frames} decoded, {stats.frames} tracked, {dropped} dropped")
     t.add_row("speed", f"{stats.frames / m.seconds if m.seconds else 0.0:.1f} fps "

@@ -10,7 +10,7 @@ tracked face they overlap (greedy IoU); new faces get fresh ids.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -75,7 +75,7 @@ class TrackStats:
 
     frames: int
     frames_with_faces: int
-    faces_found: int  # distinct ids given out
+    faces_found: int  # distinct face ids that appeared in the output
     detector_runs: int
 
 
@@ -91,7 +91,7 @@ class TrackStage(Stage):
         *,
         max_faces: int = 1,
         rescan_every: int = 30,
-        presence_threshold: float = 0.5,
+        presence_threshold: float = 0.2,
         iou_threshold: float = 0.3,
         min_score: float = 0.0,
     ) -> None:
@@ -110,10 +110,13 @@ class TrackStage(Stage):
         self._frames = 0
         self._frames_with_faces = 0
         self._detector_runs = 0
+        self._seen_ids: set[int] = set()
 
     @property
     def stats(self) -> TrackStats:
-        return TrackStats(self._frames, self._frames_with_faces, self._next_id, self._detector_runs)
+        return TrackStats(
+            self._frames, self._frames_with_faces, len(self._seen_ids), self._detector_runs
+        )
 
     def _needs_detection(self) -> bool:
         if len(self._faces) < self.max_faces:
@@ -134,9 +137,9 @@ class TrackStage(Stage):
         # matched tracks take the detector's box; unmatched tracks keep their landmark box
         # (presence decides whether they are still faces); new faces fill the free slots.
         boxes = [(fid, matched.get(fid, box)) for fid, box in tracked]
-        for det in new[: max(0, self.max_faces - len(boxes))]:
-            boxes.append((self._next_id, det))
-            self._next_id += 1
+        # new faces get provisional ids -1, -2, ... (made real only if they pass presence)
+        for k, det in enumerate(new[: max(0, self.max_faces - len(boxes))]):
+            boxes.append((-1 - k, det))
         return boxes
 
     def process(self, item: Frame) -> TrackedFrame:
@@ -159,16 +162,27 @@ class TrackStage(Stage):
                         box=p.box,
                     )
                 )
-        faces = self._dedupe(faces)
+        faces = self._assign_ids(self._dedupe(faces))
         self._faces = faces
         if faces:
             self._frames_with_faces += 1
+            self._seen_ids.update(f.face_id for f in faces)
         return TrackedFrame(item, tuple(faces))
 
+    def _assign_ids(self, faces: list[Landmarks]) -> list[Landmarks]:
+        """Give surviving new faces (provisional negative ids) the next free ids."""
+        out = []
+        for face in faces:
+            if face.face_id < 0:
+                face = replace(face, face_id=self._next_id)
+                self._next_id += 1
+            out.append(face)
+        return sorted(out, key=lambda f: f.face_id)
+
     def _dedupe(self, faces: list[Landmarks]) -> list[Landmarks]:
-        """Two tracks that converged on one face: keep the older id."""
+        """Two tracks that converged on one face: keep the older id (tracked before new)."""
         kept: list[Landmarks] = []
-        for face in sorted(faces, key=lambda f: f.face_id):
+        for face in sorted(faces, key=lambda f: (f.face_id < 0, abs(f.face_id))):
             box = box_from_points(face.points)
             if all(iou(box, box_from_points(k.points)) < 0.5 for k in kept):
                 kept.append(face)

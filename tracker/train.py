@@ -50,6 +50,7 @@ class TrainConfig:
     channels: int = 1
     lcn: bool = False
     dkm: bool = False
+    dkm_width: int = 64
     rcn_weights: str = ""
     limit: int = 0
     resume: bool = False
@@ -127,7 +128,7 @@ class Trainer:
         base = VARIANTS[cfg.model]
         self.net = replace(base, in_channels=cfg.channels)
         self.pre = Preprocess(self.net.size, cfg.channels, cfg.lcn)
-        self.dkm_cfg = DKMConfig() if cfg.dkm else None
+        self.dkm_cfg = DKMConfig(width=cfg.dkm_width) if cfg.dkm else None
         if cfg.dkm:
             rcn = load_checkpoint(cfg.rcn_weights).model if cfg.rcn_weights else build_model(self.net)
             self.model = Fused(rcn, DKM(self.dkm_cfg))

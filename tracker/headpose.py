@@ -1,0 +1,175 @@
+"""Head pose from 68 landmarks: solvePnP against a generic 3D face, angles in degrees.
+
+The model (:data:`FACE_MODEL_68`) is our own: x/y are the symmetrised Procrustes mean of the
+faces68 training shapes, scaled so the outer eye corners are 92 mm apart; z is a hand-made depth
+profile (nose tip forward, eyes ~35-50 mm and the ear end of the jaw ~90 mm behind it). Units are
+roughly millimetres. The model frame matches the camera's for a face looking straight into it:
+x to the image's right, y down, z away from the camera; the origin is the nose tip (point 30).
+
+Angles decompose the model-to-camera rotation as ``R = Ry(-yaw) @ Rx(-pitch) @ Rz(roll)``:
+
+* ``yaw > 0``: the face turns toward the image's right edge (the nose moves right);
+* ``pitch > 0``: the face tilts up (the nose moves up);
+* ``roll > 0``: the head tilts clockwise in the image.
+
+The camera is a pinhole with focal length ``max(width, height)`` pixels and its principal point
+at the image centre (:func:`camera_matrix`); lens distortion is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# fmt: off
+FACE_MODEL_68: np.ndarray = np.array([
+    # jaw 0-16 (right ear end -> chin -> left ear end, as seen in the image)
+    [-79.7, -38.0, 92.0], [-78.7, -17.0, 88.0], [-75.3, 2.0, 82.0], [-71.4, 20.4, 76.0],
+    [-64.8, 40.9, 66.0], [-53.4, 57.9, 54.0], [-41.0, 69.2, 42.0], [-24.7, 79.3, 32.0],
+    [0.0, 85.7, 28.0],
+    [24.7, 79.3, 32.0], [41.0, 69.2, 42.0], [53.4, 57.9, 54.0], [64.8, 40.9, 66.0],
+    [71.4, 20.4, 76.0], [75.3, 2.0, 82.0], [78.7, -17.0, 88.0], [79.7, -38.0, 92.0],
+    # brows 17-26
+    [-60.6, -57.3, 52.0], [-51.3, -63.5, 42.0], [-39.6, -65.4, 35.0], [-29.0, -64.3, 30.0],
+    [-19.4, -61.6, 27.0],
+    [19.4, -61.6, 27.0], [29.0, -64.3, 30.0], [39.6, -65.4, 35.0], [51.3, -63.5, 42.0],
+    [60.6, -57.3, 52.0],
+    # nose bridge 27-30 (30 = tip, the origin), lower nose 31-35
+    [0.0, -38.8, 22.0], [0.0, -24.7, 15.0], [0.0, -11.3, 8.0], [0.0, 0.0, 0.0],
+    [-12.9, 8.2, 18.0], [-7.4, 9.8, 13.0], [0.0, 11.5, 11.0], [7.4, 9.8, 13.0],
+    [12.9, 8.2, 18.0],
+    # eyes 36-41 and 42-47
+    [-46.0, -40.4, 48.0], [-38.6, -43.2, 38.0], [-29.1, -43.1, 36.0], [-20.4, -39.3, 34.0],
+    [-28.5, -36.5, 37.0], [-38.4, -36.5, 40.0],
+    [20.4, -39.3, 34.0], [29.1, -43.1, 36.0], [38.6, -43.2, 38.0], [46.0, -40.4, 48.0],
+    [38.4, -36.5, 40.0], [28.5, -36.5, 37.0],
+    # outer lip 48-59
+    [-27.2, 34.3, 34.0], [-18.0, 28.5, 24.0], [-6.2, 24.9, 19.0], [0.0, 26.2, 17.0],
+    [6.2, 24.9, 19.0], [18.0, 28.5, 24.0], [27.2, 34.3, 34.0], [17.5, 42.6, 25.0],
+    [9.2, 47.3, 20.0], [0.0, 48.1, 19.0], [-9.2, 47.3, 20.0], [-17.5, 42.6, 25.0],
+    # inner lip 60-67
+    [-25.2, 34.0, 31.0], [-8.0, 32.0, 21.0], [0.0, 31.7, 20.0], [8.0, 32.0, 21.0],
+    [25.2, 34.0, 31.0], [7.9, 37.7, 22.0], [0.0, 38.4, 21.0], [-7.9, 37.7, 22.0],
+], dtype=np.float64)
+# fmt: on
+"""Generic 3D face, 68 iBUG points, millimetres; see the module docstring for the frame."""
+
+RIGID_POINTS: tuple[int, ...] = (*range(17, 48), 48, 51, 54)
+"""Points used for the pose: brows, nose, eyes and the upper mouth. The jaw line is a
+silhouette that slides over the face as it turns, and the lower lip moves with the jaw."""
+
+MIN_POINTS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class HeadPose:
+    """A face's pose: angles in degrees, and the solvePnP rotation/translation.
+
+    ``rvec`` is a Rodrigues vector and ``tvec`` the model origin (the nose tip) in camera
+    coordinates (mm), so ``camera_point = R(rvec) @ model_point + tvec``. ``error`` is the RMS
+    reprojection error in pixels of the points used.
+    """
+
+    yaw: float
+    pitch: float
+    roll: float
+    rvec: np.ndarray
+    tvec: np.ndarray
+    error: float
+
+
+def camera_matrix(width: int, height: int) -> np.ndarray:
+    """3x3 intrinsics assumed for a ``width`` x ``height`` frame (f = the longer side)."""
+    f = float(max(width, height))
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def _rx(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _ry(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _rz(a: float) -> np.ndarray:
+    c, s = math.cos(a), math.sin(a)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rotation_from_angles(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Model-to-camera rotation for angles in degrees (inverse of :func:`angles_from_rotation`)."""
+    y, p, r = (math.radians(v) for v in (yaw, pitch, roll))
+    return _ry(-y) @ _rx(-p) @ _rz(r)
+
+
+def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
+    """``(yaw, pitch, roll)`` in degrees of a model-to-camera rotation matrix."""
+    r = np.asarray(rotation, np.float64)
+    theta_x = math.asin(max(-1.0, min(1.0, -r[1, 2])))
+    theta_y = math.atan2(r[0, 2], r[2, 2])
+    theta_z = math.atan2(r[1, 0], r[1, 1])
+    return -math.degrees(theta_y), -math.degrees(theta_x), math.degrees(theta_z)
+
+
+def project(
+    model: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, width: int, height: int
+) -> np.ndarray:
+    """Pixel positions ``(N, 2)`` of 3D model points seen with pose ``rvec``/``tvec``."""
+    pts, _ = cv2.projectPoints(
+        np.asarray(model, np.float64).reshape(-1, 1, 3),
+        np.asarray(rvec, np.float64).reshape(3, 1),
+        np.asarray(tvec, np.float64).reshape(3, 1),
+        camera_matrix(width, height),
+        None,
+    )
+    return pts.reshape(-1, 2)
+
+
+def estimate_pose(
+    points: np.ndarray,
+    width: int,
+    height: int,
+    confidence: np.ndarray | None = None,
+    min_confidence: float = 0.1,
+) -> HeadPose | None:
+    """Head pose of one face from its 68 points in frame pixels; None when it cannot be solved.
+
+    Uses the :data:`RIGID_POINTS` that are finite (and at least ``min_confidence`` when
+    ``confidence`` is given); at least :data:`MIN_POINTS` are needed. SQPnP gives a global
+    solution, refined with Levenberg-Marquardt.
+    """
+    pts = np.asarray(points, np.float64)
+    if pts.shape != (68, 2):
+        return None
+    idx = np.asarray(RIGID_POINTS)
+    ok = np.isfinite(pts[idx]).all(axis=1)
+    if confidence is not None:
+        conf = np.asarray(confidence, np.float64)
+        if conf.shape == (68,):
+            ok &= np.nan_to_num(conf[idx], nan=0.0) >= min_confidence
+    idx = idx[ok]
+    if idx.size < MIN_POINTS:
+        return None
+    obj = FACE_MODEL_68[idx].reshape(-1, 1, 3)
+    img = pts[idx].reshape(-1, 1, 2)
+    cam = camera_matrix(width, height)
+    try:
+        found, rvec, tvec = cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
+        if not found:
+            return None
+        rvec, tvec = cv2.solvePnPRefineLM(obj, img, cam, None, rvec, tvec)
+    except cv2.error:
+        return None
+    rvec, tvec = rvec.reshape(3), tvec.reshape(3)
+    if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or tvec[2] <= 0:
+        return None
+    reproj = project(FACE_MODEL_68[idx], rvec, tvec, width, height)
+    error = float(np.sqrt(np.mean(np.sum((reproj - pts[idx]) ** 2, axis=1))))
+    yaw, pitch, roll = angles_from_rotation(cv2.Rodrigues(rvec)[0])
+    return HeadPose(yaw, pitch, roll, rvec, tvec, error)
