@@ -10,19 +10,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
+from stubs import stub_track
 from synthetic import make_clip
 
 from tracker import runner
 from tracker.cli import CliError, ExitCode, main
-from tracker.roi import box_from_points
-from tracker.track import TrackStage
-from tracker.types import Box
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -183,35 +179,9 @@ def test_unwritable_output_fails_before_processing(
 # --- runs, with stub models standing in for the detector and the landmarker ----------------
 
 
-@dataclass(frozen=True)
-class Pred:
-    points: np.ndarray
-    confidence: np.ndarray
-    presence: float
-    box: Box
-
-
-class StubDetector:
-    def detect(self, image: np.ndarray) -> list[Box]:
-        h, w = image.shape[:2]
-        return [Box(w * 0.25, h * 0.25, w * 0.75, h * 0.75, 0.9)]
-
-
-class StubLandmarker:
-    def predict(self, image: np.ndarray, boxes: Sequence[Box]) -> list[Pred]:
-        out = []
-        for b in boxes:
-            t = np.linspace(0, 1, 68, dtype=np.float32)
-            pts = np.stack([b.x0 + t * b.width, b.y0 + t * b.height], 1).astype(np.float32)
-            out.append(Pred(pts, np.full(68, 0.9, np.float32), 0.9, box_from_points(pts)))
-        return out
-
-
 @pytest.fixture()
 def stub_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "_track", lambda cfg: TrackStage(
-        StubDetector(), StubLandmarker(), max_faces=cfg.track.max_faces,
-        rescan_every=cfg.track.rescan_every))
+    monkeypatch.setattr(runner, "_track", stub_track)
 
 
 def video_frames(path: Path) -> int:

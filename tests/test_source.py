@@ -5,11 +5,13 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from damaged import TsServer, cut, faststart, size_change, unknown_codec
 from synthetic import make_audio_only, make_clip
 
 from tracker.pipeline import Pipeline, Stage
@@ -17,6 +19,7 @@ from tracker.source import (
     CameraNotFound,
     SourceError,
     SourceOptions,
+    mp4_problem,
     open_source,
     webcam_device,
 )
@@ -242,5 +245,113 @@ def test_silent_server_hits_the_open_timeout() -> None:
         with pytest.raises(SourceError, match="timed out|cannot open"):
             open_source(f"tcp://127.0.0.1:{server.getsockname()[1]}",
                         SourceOptions(open_timeout_s=0.3, read_timeout_s=0.3))
+    finally:
+        server.close()
+
+
+# --- damaged files and live sources that stall or disconnect --------------------------------
+
+
+def test_truncated_file_yields_what_decodes_and_says_so(tmp_path: Path) -> None:
+    whole = faststart(make_clip(tmp_path / "a.mp4", n_frames=40), tmp_path / "fs.mp4")
+    src = open_source(str(cut(whole, tmp_path / "half.mp4", 0.5)))
+    frames = list(src.frames())
+    src.close()
+    assert 0 < len(frames) < 40
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert src.damaged is not None and f"decoded {len(frames)} of 40 frames" in src.damaged
+
+
+def test_complete_file_is_not_reported_damaged(tmp_path: Path) -> None:
+    src = open_source(str(faststart(make_clip(tmp_path / "a.mp4", n_frames=10),
+                                    tmp_path / "fs.mp4")))
+    assert len(list(src.frames())) == 10 and src.damaged is None
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.95])
+def test_mp4_cut_before_its_index_is_explained(tmp_path: Path, fraction: float) -> None:
+    clip = cut(make_clip(tmp_path / "a.mp4", n_frames=40), tmp_path / "cut.mp4", fraction)
+    assert mp4_problem(clip) is not None
+    with pytest.raises(SourceError, match="incomplete MP4.*moov"):
+        open_source(str(clip))
+
+
+def test_unknown_codec_is_a_source_error(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="unsupported video codec"):
+        open_source(str(unknown_codec(tmp_path)))
+
+
+def test_frames_keep_the_first_size_when_the_stream_changes_size(tmp_path: Path) -> None:
+    src = open_source(str(size_change(tmp_path / "two_sizes.ts")))  # 64x48, then 96x64
+    shapes = [f.image.shape for f in src.frames()]
+    assert len(shapes) == 12 and set(shapes) == {(src.info.height, src.info.width, 3)}
+
+
+@pytest.fixture(scope="module")
+def ts_data(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("live") / "live.ts"
+    return make_clip(path, n_frames=10, rate=30, fmt="mpegts").read_bytes()
+
+
+def live(url: str, **kw: float | bool) -> SourceOptions:
+    base: dict[str, float | bool] = dict(open_timeout_s=3, read_timeout_s=0.5,
+                                          reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.2)
+    return SourceOptions(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_stalled_live_source_ends_cleanly_when_not_reconnecting(ts_data: bytes) -> None:
+    server = TsServer(ts_data, ["stall"])
+    try:
+        src = open_source(server.url, live(server.url))
+        frames = list(src.frames())  # no exception: the stream just ends
+    finally:
+        server.close()
+    assert 0 < len(frames) <= 10
+    assert src.warning is not None and "stalled" in src.warning and src.reconnects == 0
+
+
+@pytest.mark.parametrize("sessions", [["close", "close"], ["stall", "close"]])
+def test_live_source_reconnects_with_backoff_then_gives_up(
+    ts_data: bytes, sessions: list[str]
+) -> None:
+    server = TsServer(ts_data, sessions)
+    try:
+        src = open_source(server.url, live(server.url, reconnect=True, reconnect_attempts=2))
+        frames = list(src.frames())
+    finally:
+        server.close()
+    assert src.reconnects == 1
+    assert 10 < len(frames) <= 20  # frames of both connections
+    assert [f.index for f in frames] == list(range(len(frames)))
+    times = [f.time for f in frames]
+    assert all(b > a for a, b in zip(times, times[1:], strict=False))  # continuous clock
+    assert src.warning is not None and "gave up after 2 reconnect attempts" in src.warning
+
+
+def test_stop_interrupts_the_reconnect_backoff(ts_data: bytes) -> None:
+    server = TsServer(ts_data, ["close"])
+    src = open_source(server.url, live(server.url, reconnect=True, reconnect_backoff_s=600,
+                                       reconnect_backoff_max_s=600))
+    stop = threading.Event()
+    src.attach(stop)
+    got: list[int] = []
+    worker = threading.Thread(target=lambda: got.extend(f.index for f in src.frames()))
+    try:
+        worker.start()
+        while len(got) < 10 and worker.is_alive():  # first connection played out
+            time.sleep(0.01)
+        stop.set()  # the source now waits 600 s before reconnecting
+        worker.join(30)
+    finally:
+        server.close()
+    assert not worker.is_alive() and got == list(range(10))
+
+
+def test_live_source_that_never_sends_a_frame_is_an_error(ts_data: bytes) -> None:
+    server = TsServer(b"", ["close"])  # accepts, sends nothing, hangs up
+    try:
+        with pytest.raises(SourceError):
+            src = open_source(server.url, live(server.url))
+            list(src.frames())
     finally:
         server.close()

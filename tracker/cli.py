@@ -38,7 +38,9 @@ class ExitCode(IntEnum):
     NO_CAMERA = 5  # webcam not found
     OUTPUT = 6  # output cannot be written (checked before processing)
     MODEL = 7  # detector or landmark engine cannot be loaded
+    DAMAGED_INPUT = 8  # input truncated/corrupt: what could be decoded was processed and written
     INTERRUPTED = 130  # Ctrl-C (outputs are still finalised)
+    TERMINATED = 143  # SIGTERM (outputs are still finalised)
 
 
 class CliError(Exception):
@@ -54,8 +56,8 @@ class CliError(Exception):
 COMMANDS: dict[str, str] = {
     "train": "tracker.model_cli:train_command",
     "eval": "tracker.model_cli:eval_command",
-    "bench": "tracker.model_cli:bench_command",
-    "build-engine": "tracker.model_cli:build_engine_command",
+    "bench": "tracker.bench:bench_command",
+    "build-engine": "tracker.engine_cli:build_engine_command",
 }
 
 
@@ -230,6 +232,40 @@ def run_command(
                      help="Rerun the face detector every N frames; 0 = only when a face is "
                      "missing (default 30)."),
     ] = None,
+    discard_after: Annotated[
+        int | None,
+        typer.Option(min=0, show_default=False,
+                     help="A face lost at most N frames ago that comes back near where it was "
+                     "lost gets its old id; later, or elsewhere, a new one (default 30)."),
+    ] = None,
+    temporal: Annotated[
+        bool | None,
+        typer.Option("--temporal/--no-temporal", show_default=False,
+                     help="Correct occluded or implausible points with the temporal denoising "
+                     "model (default on)."),
+    ] = None,
+    smooth: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Landmark smoothing: one_euro or none (default one_euro)."),
+    ] = None,
+    min_cutoff: Annotated[
+        float | None,
+        typer.Option(min=0.001, show_default=False,
+                     help="One Euro cutoff (Hz) of a still face: lower = steadier, more lag "
+                     "(default 1.0)."),
+    ] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option(min=0.0, show_default=False,
+                     help="One Euro speed coefficient (per face size/s): higher = less lag "
+                     "when moving (default 10)."),
+    ] = None,
+    d_cutoff: Annotated[
+        float | None,
+        typer.Option(min=0.001, show_default=False,
+                     help="One Euro cutoff (Hz) of the speed estimate (default 1.0)."),
+    ] = None,
     engine: Annotated[
         str | None,
         typer.Option(show_default=False,
@@ -251,6 +287,47 @@ def run_command(
                      help="Queue overflow policy: auto (files block, live drop_oldest), block "
                      "or drop_oldest."),
     ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.01, show_default=False,
+                     help="Seconds to wait for a stream or camera to open or send data "
+                     "(default 10)."),
+    ] = None,
+    reconnect: Annotated[
+        bool | None,
+        typer.Option("--reconnect/--no-reconnect", show_default=False,
+                     help="When a live stream or camera stalls or disconnects: reopen it with "
+                     "backoff, or end the run (default: end)."),
+    ] = None,
+    ws: Annotated[
+        str | None,
+        typer.Option("--ws", metavar="[HOST:]PORT", show_default=False,
+                     help="Stream landmarks to websocket clients on PORT (host 127.0.0.1 unless "
+                     "given, e.g. 0.0.0.0:8765); see docs/protocol.md."),
+    ] = None,
+    ws_token: Annotated[
+        str | None,
+        typer.Option("--ws-token", envvar="TRACKER_WS_TOKEN", show_default=False,
+                     help="Websocket clients must give this token (?token= or Authorization: "
+                     "Bearer)."),
+    ] = None,
+    ws_origin: Annotated[
+        list[str] | None,
+        typer.Option("--ws-origin", show_default=False,
+                     help="Allow browser pages from this origin (repeatable; '*' = any, 'null' = "
+                     "pages opened from disk). Default: pages served from loopback only."),
+    ] = None,
+    ws_preview: Annotated[
+        bool | None,
+        typer.Option("--ws-preview/--no-ws-preview", show_default=False,
+                     help="Also send downscaled annotated JPEG frames to websocket clients."),
+    ] = None,
+    serve_demo: Annotated[
+        bool | None,
+        typer.Option("--serve-demo/--no-serve-demo", show_default=False,
+                     help="Serve the browser demo at http://HOST:PORT/ (without --ws: "
+                     "127.0.0.1:8765)."),
+    ] = None,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show full tracebacks on errors.")
     ] = False,
@@ -267,13 +344,29 @@ def run_command(
             "run.max_frames": max_frames,
             "track.max_faces": max_faces,
             "track.rescan_every": rescan_every,
+            "track.discard_after": discard_after,
+            "track.temporal": temporal,
+            "smooth.filter": smooth,
+            "smooth.min_cutoff": min_cutoff,
+            "smooth.beta": beta,
+            "smooth.d_cutoff": d_cutoff,
             "model.engine": engine,
             "model.weights": weights,
             "pipeline.policy": policy,
+            "source.open_timeout_s": timeout,
+            "source.read_timeout_s": timeout,
+            "source.reconnect": reconnect,
+            "stream.ws": ws,
+            "stream.token": ws_token,
+            "stream.origins": ",".join(ws_origin) if ws_origin else None,
+            "stream.preview": ws_preview,
+            "stream.serve_demo": serve_demo,
         }
+        from tracker.interrupt import graceful_signals
         from tracker.runner import run_tracker
 
-        code = run_tracker(config, overrides)
+        with graceful_signals():  # Ctrl-C/SIGTERM: finalise outputs; a second one exits at once
+            code = run_tracker(config, overrides)
     raise typer.Exit(int(code))
 
 

@@ -52,6 +52,20 @@ class TrackConfig:
     rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
     presence_threshold: float = 0.2  # drop faces whose presence is below this
     iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
+    roi_scale: float = 1.5  # next frame's crop: this many face sizes, rotated with the eye line
+    discard_after: int = 30  # a face lost this many frames ago or less can get its id back
+    temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
+    temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothConfig:
+    """One Euro filtering of the landmarks (speeds in face sizes per second)."""
+
+    filter: str = "one_euro"  # one_euro | none
+    min_cutoff: float = 1.0  # Hz: cutoff of a still face (lower = smoother, more lag)
+    beta: float = 10.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
+    d_cutoff: float = 1.0  # Hz: cutoff of the speed estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,24 @@ class SourceConfig:
     webcam_size: str = ""  # e.g. "1280x720"; "" = camera default
     webcam_fps: float = 0.0  # 0 = camera default
     rtsp_transport: str = "tcp"
+    reconnect: bool = False  # live sources: reopen after a stall/disconnect (False: end the run)
+    reconnect_attempts: int = 10  # failed attempts in a row before giving up (0 = keep trying)
+    reconnect_backoff_s: float = 0.5  # first wait; doubles after each failed attempt
+    reconnect_backoff_max_s: float = 8.0  # longest wait between attempts
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """Websocket streaming of landmarks (docs/protocol.md)."""
+
+    ws: str | None = None  # [HOST:]PORT to serve on ("8765" = 127.0.0.1:8765); None = off
+    token: str | None = None  # clients must give it (also env var TRACKER_WS_TOKEN)
+    origins: str = ""  # browser origins allowed, comma-separated; "" = loopback pages; "*" = any
+    preview: bool = False  # also send annotated JPEG previews
+    preview_fps: float = 10.0  # at most this many previews a second
+    preview_width: int = 480  # previews are scaled down to this width
+    serve_demo: bool = False  # serve demos/browser at http://HOST:PORT/
+    stall_timeout_s: float = 10.0  # disconnect a client whose send makes no progress this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +130,10 @@ class Config:
     track: TrackConfig = field(default_factory=TrackConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    smooth: SmoothConfig = field(default_factory=SmoothConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
     def source_options(self) -> SourceOptions:
         """Options for :func:`tracker.source.open_source`."""
@@ -113,6 +147,10 @@ class Config:
             webcam_fps=s.webcam_fps,
             rtsp_transport=s.rtsp_transport,
             max_frames=self.run.max_frames,
+            reconnect=s.reconnect,
+            reconnect_attempts=s.reconnect_attempts,
+            reconnect_backoff_s=s.reconnect_backoff_s,
+            reconnect_backoff_max_s=s.reconnect_backoff_max_s,
         )
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
@@ -136,6 +174,13 @@ class Config:
             ("track.presence_threshold", 0.0 <= self.track.presence_threshold <= 1.0,
              "must be in [0, 1]"),
             ("track.iou_threshold", 0.0 <= self.track.iou_threshold <= 1.0, "must be in [0, 1]"),
+            ("track.roi_scale", 1.0 <= self.track.roi_scale <= 3.0, "must be in [1, 3]"),
+            ("track.discard_after", self.track.discard_after >= 0, "must be >= 0"),
+            ("smooth.filter", self.smooth.filter in ("one_euro", "none"),
+             "must be one_euro or none"),
+            ("smooth.min_cutoff", self.smooth.min_cutoff > 0, "must be > 0"),
+            ("smooth.beta", self.smooth.beta >= 0, "must be >= 0"),
+            ("smooth.d_cutoff", self.smooth.d_cutoff > 0, "must be > 0"),
             ("run.max_frames", self.run.max_frames >= 0, "must be >= 0"),
             ("pipeline.queue_size", self.pipeline.queue_size >= 1, "must be >= 1"),
             ("pipeline.sink_queue_size", self.pipeline.sink_queue_size >= 1, "must be >= 1"),
@@ -143,6 +188,15 @@ class Config:
              f"must be one of auto, {', '.join(POLICIES)}"),
             ("source.open_timeout_s", self.source.open_timeout_s > 0, "must be > 0"),
             ("source.read_timeout_s", self.source.read_timeout_s > 0, "must be > 0"),
+            ("source.reconnect_attempts", self.source.reconnect_attempts >= 0, "must be >= 0"),
+            ("source.reconnect_backoff_s", self.source.reconnect_backoff_s >= 0, "must be >= 0"),
+            ("source.reconnect_backoff_max_s",
+             self.source.reconnect_backoff_max_s >= self.source.reconnect_backoff_s,
+             "must be >= source.reconnect_backoff_s"),
+            ("stream.ws", _address_ok(self.stream.ws), "must be [HOST:]PORT with PORT 0-65535"),
+            ("stream.preview_fps", self.stream.preview_fps > 0, "must be > 0"),
+            ("stream.preview_width", self.stream.preview_width >= 16, "must be >= 16"),
+            ("stream.stall_timeout_s", self.stream.stall_timeout_s > 0, "must be > 0"),
         ]
         for key, ok, what in checks:
             if not ok:
@@ -150,6 +204,18 @@ class Config:
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
+
+
+def _address_ok(address: str | None) -> bool:
+    if address is None:
+        return True
+    from tracker.wsaccess import parse_address
+
+    try:
+        parse_address(address)
+    except ValueError:
+        return False
+    return True
 
 
 def _get(cfg: Config, key: str) -> Any:

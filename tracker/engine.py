@@ -1,22 +1,43 @@
-"""Inference backends behind one small interface: logits = engine.infer(batch).
+"""Inference backends behind one small interface.
 
-``auto`` picks TensorRT when CUDA and torch-tensorrt are present, else ONNX Runtime on the CPU
-(the fastest CPU path we measured for the lite model), else eager torch.
+Every engine maps a float32 batch ``(N, C, S, S)`` of normalised crops to landmark logits
+(:meth:`Engine.infer`) and to decoded points + confidence (:meth:`Engine.predict`; CPU engines
+decode with :mod:`tracker.heatmap`, GPU engines on the device).
+
+``auto`` picks TensorRT when CUDA and torch-tensorrt are present, the CUDA-graph engine when
+only CUDA is, else ONNX Runtime on the CPU, else eager torch. On the 2-core CPU we target, ONNX
+Runtime with one intra-op thread was the fastest honest fp32 path for ``rcn_lite`` at batch 1
+(``python benchmarks/engine_bench.py``): ~1.2 ms vs ~2.1 ms torch.compile, ~2.9 ms eager
+channels_last and ~3.2 ms TorchScript-frozen, all single-threaded. A second intra-op thread did
+not lower p50 while the other core was busy and raised p90 from ~5 to ~9-13 ms.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import os
+import warnings
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-ENGINES = ("auto", "torch", "onnxruntime", "onnx", "tensorrt")
+from tracker import heatmap
+
+ENGINES = ("auto", "onnxruntime", "onnx", "torch", "tensorrt", "cuda")
+TENSORRT_HINT = (
+    "the TensorRT engine needs an NVIDIA GPU with CUDA and torch-tensorrt: on a CUDA machine "
+    "run pip install 'tracker[tensorrt]' (GPU without TensorRT: --engine cuda; CPU: --engine "
+    "onnxruntime)"
+)
+CUDA_HINT = ("--engine cuda needs an NVIDIA GPU and a CUDA build of torch "
+             "(on the CPU use --engine onnxruntime)")
+ORT_THREADS = 1  # see the module docstring
+DEFAULT_MAX_BATCH = 8  # fixed batch of GPU engines (more faces run in several calls)
 
 
 class EngineError(RuntimeError):
@@ -24,26 +45,46 @@ class EngineError(RuntimeError):
 
 
 class Engine(Protocol):
-    """Maps a float32 batch ``(N, C, S, S)`` to logits ``(N, K, S, S)``."""
+    """A landmark model ready to run on one device."""
 
     name: str
 
-    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 ``(N, C, S, S)`` -> logits ``(N, K, S, S)`` (float32 or float16)."""
+        ...
+
+    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(N, C, S, S)`` -> points ``(N, K, 2)`` in heatmap pixels, confidence ``(N, K)``."""
+        ...
 
 
-class TorchEngine:
-    """Eager PyTorch, channels_last, inference mode."""
+class HostDecode:
+    """Mixin: decode the logits of :meth:`infer` on the CPU (Numba kernels)."""
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return heatmap.decode(self.infer(batch))
+
+
+class TorchEngine(HostDecode):
+    """Eager PyTorch on the CPU, channels_last, inference mode.
+
+    ``threads`` sets torch's (process-wide) intra-op thread count when given.
+    """
 
     name = "torch"
 
     def __init__(self, model: nn.Module, threads: int | None = None) -> None:
         if threads:
             torch.set_num_threads(threads)
-        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.model = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
+            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+            x = x.contiguous(memory_format=torch.channels_last)
             return self.model(x).contiguous().numpy()
 
 
@@ -51,9 +92,11 @@ def onnx_bytes(model: nn.Module, size: int, channels: int) -> bytes:
     """Export a model to ONNX with a dynamic batch axis."""
     buf = io.BytesIO()
     dummy = torch.zeros(1, channels, size, size)
-    torch.onnx.export(model.eval(), (dummy,), buf, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, opset_version=17,
-                      dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, not broken
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model.eval(), (dummy,), buf, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
+                          opset_version=17, dynamo=False)
     return buf.getvalue()
 
 
@@ -63,8 +106,12 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-class OnnxRuntimeEngine:
-    """ONNX Runtime CPU session over the exported model (cached by weights checksum)."""
+class OnnxRuntimeEngine(HostDecode):
+    """ONNX Runtime CPU session over the exported model (cached by weights checksum).
+
+    Sequential execution, all graph optimisations (NCHWc convolutions, fused BN + ReLU),
+    ``threads`` intra-op threads (default :data:`ORT_THREADS`) that do not spin.
+    """
 
     name = "onnxruntime"
 
@@ -81,14 +128,17 @@ class OnnxRuntimeEngine:
             data = onnx_bytes(model, size, channels)
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp")
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(data)
                 tmp.replace(path)
             except OSError:
                 pass  # a read-only cache only costs the export time
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
+        opts.intra_op_num_threads = threads or ORT_THREADS
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -100,9 +150,14 @@ class OnnxRuntimeEngine:
         return self.session.run(None, {self.input: np.ascontiguousarray(batch, np.float32)})[0]
 
 
+def cuda_available() -> bool:
+    """True when torch can use a CUDA GPU."""
+    return torch.cuda.is_available()
+
+
 def tensorrt_available() -> bool:
     """True when CUDA and torch-tensorrt can both be used."""
-    if not torch.cuda.is_available():
+    if not cuda_available():
         return False
     try:
         import torch_tensorrt  # noqa: F401
@@ -111,33 +166,59 @@ def tensorrt_available() -> bool:
     return True
 
 
+def weights_checksum(model: nn.Module) -> str:
+    """sha256 over the model's state dict (names, dtypes, shapes and values)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
 def model_key(model: nn.Module, tag: str) -> str:
     """A checksum of the weights and a tag, to key cached engines."""
-    h = hashlib.sha256(tag.encode())
-    for name, tensor in model.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return hashlib.sha256(f"{tag}:{weights_checksum(model)}".encode()).hexdigest()[:16]
+
+
+def resolve_engine(engine: str) -> str:
+    """The concrete backend ``engine`` means on this machine (``auto`` resolved)."""
+    engine = "onnxruntime" if engine == "onnx" else engine
+    if engine not in ENGINES:
+        raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        if tensorrt_available():
+            return "tensorrt"
+        return "cuda" if cuda_available() else "onnxruntime"
+    return engine
 
 
 def create_engine(model: nn.Module, size: int, channels: int, engine: str = "auto",
-                  threads: int | None = None) -> Engine:
-    """Build the requested backend for a landmark model."""
-    if engine == "onnx":
-        engine = "onnxruntime"
-    if engine not in ENGINES:
-        raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "tensorrt" or (engine == "auto" and tensorrt_available()):
-        if not tensorrt_available():
-            raise EngineError("--engine tensorrt needs a CUDA GPU and torch-tensorrt: "
-                              "pip install 'tracker[tensorrt]' on a CUDA machine")
-        raise EngineError("the TensorRT engine is not built yet in this version; "
-                          "use --engine onnxruntime or torch")
-    if engine in ("auto", "onnxruntime"):
+                  threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
+                  precision: str = "fp16", name: str = "model",
+                  config: dict[str, Any] | None = None,
+                  engines_dir: str | Path | None = None) -> Engine:
+    """Build the requested backend for a landmark model.
+
+    GPU engines use ``max_batch``, ``precision`` ("fp16" or "fp32"), the model ``name`` and
+    ``config`` (recorded with compiled engines) and ``engines_dir`` (default ``engines/``).
+    """
+    wanted = resolve_engine(engine)
+    if wanted == "tensorrt" and not tensorrt_available():
+        raise EngineError(TENSORRT_HINT)
+    if wanted == "cuda" and not cuda_available():
+        raise EngineError(CUDA_HINT)
+    if wanted in ("tensorrt", "cuda"):
+        from tracker.engine_gpu import create_gpu_engine
+
+        return create_gpu_engine(wanted, model, size, channels, max_batch=max_batch,
+                                 precision=precision, name=name, config=config or {},
+                                 directory=engines_dir)
+    if wanted == "onnxruntime":
         try:
             key = model_key(model, f"ort-{size}-{channels}-{torch.__version__}")
             return OnnxRuntimeEngine(model, size, channels, key, threads)
         except EngineError:
-            if engine == "onnxruntime":
+            if engine != "auto":
                 raise
     return TorchEngine(model, threads)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import cv2
 import numpy as np
 
-from tracker import heatmap
 from tracker.data import Preprocess
-from tracker.engine import Engine, create_engine
-from tracker.model import Checkpoint, load_checkpoint
-from tracker.roi import box_affine, box_from_points, invert_affine, warp_crop
+from tracker.engine import DEFAULT_MAX_BATCH, Engine, create_engine
+from tracker.model import DEFAULT_WEIGHTS, Checkpoint, load_checkpoint
+from tracker.roi import box_affine
 from tracker.types import Box
 
 
@@ -26,15 +27,34 @@ class FacePrediction:
 
 
 class Landmarker:
-    """Batches every face of a frame into one engine call."""
+    """Batches every face of a frame into one engine call.
+
+    Crop, model-input and affine buffers are allocated once and grown when more faces come;
+    the arrays handed out in :class:`FacePrediction` are fresh each call (they outlive it).
+    Not thread-safe: one landmarker per thread.
+    """
 
     def __init__(self, checkpoint: Checkpoint, engine: Engine) -> None:
         self.checkpoint = checkpoint
         self.engine = engine
         self.size = checkpoint.net.size
+        self.channels = checkpoint.net.in_channels
         pre = checkpoint.meta.get("preprocess", {})
-        self.preprocess = Preprocess(self.size, checkpoint.net.in_channels, bool(pre.get("lcn")))
-        self._crops = np.empty((0, self.size, self.size, 3), np.uint8)
+        self.preprocess = Preprocess(self.size, self.channels, bool(pre.get("lcn")))
+        self._reserve(1, force=True)
+
+    def warmup(self) -> None:
+        """Run one face through every step (loads compiled kernels, allocates engine memory)."""
+        image = np.zeros((self.size * 2, self.size * 2, 3), np.uint8)
+        self.predict(image, [Box(0.5 * self.size, 0.5 * self.size, 1.5 * self.size, 1.5 * self.size)])
+
+    def _reserve(self, n: int, force: bool = False) -> None:
+        if not force and self._crops.shape[0] >= n:
+            return
+        s = self.size
+        self._crops = np.empty((n, s, s, 3), np.uint8)
+        self._input = np.empty((n, self.channels, s, s), np.float32)
+        self._to_frame = np.empty((n, 2, 3), np.float64)
 
     def predict(self, image: np.ndarray, boxes: Sequence[Box],
                 angles: Sequence[float] | None = None) -> list[FacePrediction]:
@@ -42,27 +62,46 @@ class Landmarker:
         n = len(boxes)
         if n == 0:
             return []
-        if self._crops.shape[0] < n:
-            self._crops = np.empty((n, self.size, self.size, 3), np.uint8)
-        to_frame = []
+        self._reserve(n)
+        s = self.size
         for i, box in enumerate(boxes):
-            m = box_affine(box, self.size, angle=angles[i] if angles else 0.0)
-            self._crops[i] = warp_crop(image, m, self.size)
-            to_frame.append(invert_affine(m))
-        logits = self.engine.infer(self.preprocess(self._crops[:n]))
-        points, conf = heatmap.decode(np.ascontiguousarray(logits, dtype=np.float32))
-        out = []
-        for i in range(n):
-            inv = to_frame[i]
-            pts = (points[i] @ inv[:, :2].T + inv[:, 2]).astype(np.float32)
-            c = conf[i]
-            out.append(FacePrediction(pts, c, float(c.mean()), box_from_points(pts)))
-        return out
+            m = box_affine(box, s, angle=angles[i] if angles else 0.0)
+            cv2.warpAffine(image, m, (s, s), dst=self._crops[i], flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+            self._to_frame[i] = cv2.invertAffineTransform(m)
+        x = self.preprocess(self._crops[:n], out=self._input[:n])
+        points, conf = self.engine.predict(x)
+        inv = self._to_frame[:n]
+        pts = (np.matmul(points, inv[:, :, :2].transpose(0, 2, 1)) + inv[:, None, :, 2])
+        pts = pts.astype(np.float32)
+        conf = np.ascontiguousarray(conf, dtype=np.float32)
+        presence = conf.mean(axis=1)
+        lo = pts.min(axis=1)
+        hi = pts.max(axis=1)
+        return [
+            FacePrediction(pts[i], conf[i], float(presence[i]),
+                           Box(float(lo[i, 0]), float(lo[i, 1]), float(hi[i, 0]), float(hi[i, 1])))
+            for i in range(n)
+        ]
+
+
+def model_name(weights: str | Path | None) -> str:
+    """Name a model by its weights file (``rcn_lite`` for the embedded default)."""
+    return Path(weights).stem if weights else DEFAULT_WEIGHTS.stem
 
 
 def load_landmarker(weights: str | None = None, engine: str = "auto",
-                    threads: int | None = None) -> Landmarker:
-    """The embedded default model (or ``weights``) on the requested engine."""
+                    threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
+                    precision: str = "fp16") -> Landmarker:
+    """The embedded default model (or ``weights``) on the requested engine.
+
+    ``max_batch`` and ``precision`` apply to GPU engines (see :mod:`tracker.engine_gpu`).
+    """
     ckpt = load_checkpoint(weights)
-    eng = create_engine(ckpt.model, ckpt.net.size, ckpt.net.in_channels, engine, threads)
-    return Landmarker(ckpt, eng)
+    config = {"net": asdict(ckpt.net), "dkm": asdict(ckpt.dkm) if ckpt.dkm else None}
+    eng = create_engine(ckpt.model, ckpt.net.size, ckpt.net.in_channels, engine, threads,
+                        max_batch=max_batch, precision=precision, name=model_name(weights),
+                        config=config)
+    landmarker = Landmarker(ckpt, eng)
+    landmarker.warmup()
+    return landmarker

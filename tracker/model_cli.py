@@ -31,6 +31,7 @@ def train_command(
     dkm: Annotated[bool, typer.Option(help="Train the denoising keypoint model instead.")] = False,
     dkm_width: Annotated[int, typer.Option(help="With --dkm: channels of the DKM.")] = 64,
     rcn_weights: Annotated[str, typer.Option(help="With --dkm: the RCN to fuse with.")] = "",
+    init: Annotated[str, typer.Option(help="Start from the weights of this checkpoint.")] = "",
     limit: Annotated[int, typer.Option(help="Use only the first N images (0 = all).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
@@ -46,7 +47,7 @@ def train_command(
         cfg = TrainConfig(model=model, train=train, val=val, out=out, epochs=epochs, batch=batch,
                           lr=lr, weight_decay=weight_decay, sigma=sigma, seed=seed, threads=threads,
                           channels=channels, lcn=lcn, dkm=dkm, dkm_width=dkm_width,
-                          rcn_weights=rcn_weights, limit=limit, resume=resume)
+                          rcn_weights=rcn_weights, init=init, limit=limit, resume=resume)
         best = run_training(cfg)
         typer.echo(f"best val NME {best * 100:.2f}% -> {out}/best.pt")
 
@@ -59,6 +60,7 @@ def eval_command(
     detector: Annotated[bool, typer.Option("--detector",
                                            help="Use the package's face detector (a miss fails).")] = False,
     occlude: Annotated[str | None, typer.Option(help="Cover 'eyes' or 'mouth' with a noise patch.")] = None,
+    init: Annotated[str, typer.Option(help="Start from the weights of this checkpoint.")] = "",
     limit: Annotated[int, typer.Option(help="Only the first N images (0 = all).")] = 0,
     plots: Annotated[str | None, typer.Option(help="Folder for ced.png and representative.png.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

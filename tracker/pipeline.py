@@ -198,6 +198,9 @@ class Stage:
     def close(self) -> None:
         """Called once in the stage's thread when it ends, whatever the reason."""
 
+    def attach(self, stop: threading.Event) -> None:
+        """Called before the run with the pipeline's stop event (for stages that sleep or wait)."""
+
 
 class FunctionStage(Stage):
     """A stage made from a per-item function (and an optional close function)."""
@@ -340,6 +343,21 @@ class Pipeline:
         self._nodes.append(_Node(stage, input, tuple(outputs), StageTimer(stage.name)))
         return stage
 
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The stages, in the order they were added."""
+        return tuple(n.stage for n in self._nodes)
+
+    def wrap(self, wrapper: Callable[[Stage], Stage]) -> None:
+        """Replace each stage by ``wrapper(stage)`` before the run (fault injection, tracing).
+
+        The wrapper must keep the stage's name; stages it returns unchanged cost nothing.
+        """
+        if self._started is not None:
+            raise RuntimeError("stages can only be wrapped before the run")
+        for node in self._nodes:
+            node.stage = wrapper(node.stage)
+
     def stop(self, reason: str = "stopped") -> None:
         """Ask every stage to stop as soon as possible."""
         if self.stop_reason is None:
@@ -429,6 +447,10 @@ class Pipeline:
         if self._started is not None:
             raise RuntimeError("a pipeline runs only once")
         self._started = time.perf_counter()
+        for node in self._nodes:
+            attach = getattr(node.stage, "attach", None)
+            if attach is not None:
+                attach(self.stop_event)
         for node in self._nodes:
             node.thread = threading.Thread(
                 target=self._run_node, args=(node,), name=f"stage-{node.stage.name}", daemon=True

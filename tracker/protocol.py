@@ -144,6 +144,12 @@ def hello_message(
     }
 
 
+def _finite(value: float) -> float:
+    """A timestamp rounded to microseconds; 0.0 when it is not a finite number."""
+    v = float(value)
+    return round(v, 6) if math.isfinite(v) else 0.0
+
+
 def _none_for_nan(value: Any) -> Any:
     if isinstance(value, list):
         return [_none_for_nan(v) for v in value]
@@ -152,7 +158,7 @@ def _none_for_nan(value: Any) -> Any:
 
 def _round_list(values: Any, decimals: int) -> list[Any]:
     """Rounded nested lists; non-finite numbers become None (JSON has no NaN)."""
-    arr = np.round(np.asarray(values, np.float64), decimals)
+    arr = np.round(np.asarray(values, np.float64), decimals) + 0.0  # + 0.0: no "-0.0"
     out = arr.tolist()
     return out if np.isfinite(arr).all() else _none_for_nan(out)
 
@@ -162,9 +168,9 @@ def pose_dict(pose: HeadPose | None) -> dict[str, Any] | None:
     if pose is None:
         return None
     return {
-        "yaw": round(pose.yaw, 2),
-        "pitch": round(pose.pitch, 2),
-        "roll": round(pose.roll, 2),
+        "yaw": round(pose.yaw, 2) + 0.0,
+        "pitch": round(pose.pitch, 2) + 0.0,
+        "roll": round(pose.roll, 2) + 0.0,
         "rvec": _round_list(pose.rvec, 5),
         "tvec": _round_list(pose.tvec, 2),
         "error": round(pose.error, 2),
@@ -201,8 +207,8 @@ def frame_message(
     return {
         "type": "frame",
         "frame": int(index),
-        "time": round(float(time), 6),
-        "wall_time": round(float(wall_time), 6),
+        "time": _finite(time),
+        "wall_time": _finite(wall_time),
         "width": int(width),
         "height": int(height),
         "faces": [

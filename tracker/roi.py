@@ -74,3 +74,28 @@ def eye_angle(points: np.ndarray) -> float:
     le = points[LEFT_EYE].mean(axis=0)
     re = points[RIGHT_EYE].mean(axis=0)
     return math.atan2(float(re[1] - le[1]), float(re[0] - le[0]))
+
+
+def rotated_roi(points: np.ndarray, scale: float) -> tuple[tuple[float, float], float, float]:
+    """``(center, side, angle)`` of the square ROI around ``points`` with the eye line level.
+
+    The points are turned upright by the eye-line angle; ``side`` is ``scale`` times the larger
+    side of their tight box there, and ``center`` is that box's centre, in frame pixels.
+    """
+    angle = eye_angle(points)
+    c, s = math.cos(angle), math.sin(angle)
+    pts = np.asarray(points, dtype=np.float64)
+    # rotate by -angle: upright coordinates
+    u = pts[:, 0] * c + pts[:, 1] * s
+    v = -pts[:, 0] * s + pts[:, 1] * c
+    cu, cv = 0.5 * (u.min() + u.max()), 0.5 * (v.min() + v.max())
+    side = scale * max(float(u.max() - u.min()), float(v.max() - v.min()), 1.0)
+    center = (float(cu * c - cv * s), float(cu * s + cv * c))
+    return center, side, angle
+
+
+def square_box(center: tuple[float, float], side: float, margin: float = MARGIN) -> Box:
+    """Face box whose standard crop (:func:`box_affine`) is the ``side`` square at ``center``."""
+    half = 0.5 * side / margin
+    cx, cy = center
+    return Box(cx - half, cy - half, cx + half, cy + half)

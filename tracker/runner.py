@@ -2,15 +2,19 @@
 
 Graph (channels named in brackets; sinks appear only when asked for)::
 
-    decode -[frames]-> track -+-[render]-> render -+-[video]---> video (--out)
-                              |                    +-[preview]-> preview (--show, drop_oldest)
-                              +-[jsonl]--> jsonl (--jsonl)
+    decode -[frames]-> track -[smooth]-> smooth -+-[render]-> render -+-[video]---> video (--out)
+                                                 |                    +-[preview]-> preview (--show)
+                                                 +-[jsonl]--> jsonl (--jsonl)
+
+(``smooth`` is left out with ``--smooth none``.)
 
 Files use the ``block`` policy (nothing lost); live sources ``drop_oldest`` (latency bounded).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,13 +32,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from tracker import faults
 from tracker.cli import CliError, ExitCode, check_writable
 from tracker.config import Config, ConfigError, load_config
+from tracker.interrupt import graceful_signals
 from tracker.pipeline import Metrics, Pipeline, Stage, StageError
 from tracker.source import CameraNotFound, SourceError, SourceInfo, VideoSource, open_source
 from tracker.track import TrackStage, TrackStats
 
 PREVIEW_QUEUE = 2
+QUEUE_BYTES = 256 << 20  # frames one queue may hold, in bytes of RGB image (4K: 10 frames)
+
+
+def queue_capacity(capacity: int, info: SourceInfo) -> int:
+    """``capacity`` capped so one queue of full frames stays within :data:`QUEUE_BYTES`."""
+    frame_bytes = max(1, info.width * info.height * 3)
+    return max(2, min(capacity, QUEUE_BYTES // frame_bytes))
 
 
 def build_pipeline(
@@ -46,30 +59,42 @@ def build_pipeline(
     jsonl: Stage | None = None,
     preview_factory: Callable[[], Any] | None = None,
     annotate: Callable[..., Any] | None = None,
+    smooth: Stage | None = None,
+    ws: Stage | None = None,
 ) -> Pipeline:
-    """Wire source -> track -> sinks with the configured queue sizes and policy."""
+    """Wire source -> track [-> smooth] -> sinks with the configured queue sizes and policy."""
     from tracker.sinks import PreviewSink, RenderStage, VideoSink
 
     pc = cfg.pipeline
     policy = source.info.policy if pc.policy == "auto" else pc.policy
+    queue_size = queue_capacity(pc.queue_size, source.info)
+    sink_queue_size = queue_capacity(pc.sink_queue_size, source.info)
     p = Pipeline()
-    frames = p.channel("frames", pc.queue_size, policy)
+    frames = p.channel("frames", queue_size, policy)
     p.add(source, outputs=[frames])
     track_outputs = []
     render_in = jsonl_in = None
     if writer is not None or preview_factory is not None:
         if annotate is None:
             from tracker.render import annotate
-        render_in = p.channel("render", pc.sink_queue_size, policy)
+        render_in = p.channel("render", sink_queue_size, policy)
         track_outputs.append(render_in)
     if jsonl is not None:
-        jsonl_in = p.channel("jsonl", pc.sink_queue_size, policy)
+        jsonl_in = p.channel("jsonl", sink_queue_size, policy)
         track_outputs.append(jsonl_in)
-    p.add(track, input=frames, outputs=track_outputs)
+    if ws is not None:
+        ws_in = p.channel("ws", sink_queue_size, policy)
+        track_outputs.append(ws_in)
+    if smooth is not None:
+        smoothed = p.channel("smooth", queue_size, policy)
+        p.add(track, input=frames, outputs=[smoothed])
+        p.add(smooth, input=smoothed, outputs=track_outputs)
+    else:
+        p.add(track, input=frames, outputs=track_outputs)
     if render_in is not None:
         video_in = preview_in = None
         if writer is not None:
-            video_in = p.channel("video", pc.sink_queue_size, policy)
+            video_in = p.channel("video", sink_queue_size, policy)
         if preview_factory is not None:
             preview_in = p.channel("preview", PREVIEW_QUEUE, "drop_oldest")
         render_outputs = [c for c in (video_in, preview_in) if c is not None]
@@ -80,6 +105,8 @@ def build_pipeline(
             p.add(PreviewSink(preview_factory), input=preview_in)
     if jsonl is not None:
         p.add(jsonl, input=jsonl_in)
+    if ws is not None:
+        p.add(ws, input=ws_in)
     return p
 
 
@@ -147,14 +174,28 @@ def _jsonl(path: str) -> Stage:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}", ExitCode.OUTPUT) from None
 
 
+def _stream(cfg: Config, info: SourceInfo) -> Any:
+    from tracker.stream import StreamError, open_stream
+
+    s = cfg.stream
+    if not (s.ws or s.serve_demo):
+        if s.preview or s.origins:
+            raise CliError("--ws-preview and --ws-origin need --ws [HOST:]PORT", ExitCode.USAGE)
+        return None
+    try:
+        return open_stream(s, info.width, info.height, info.fps)
+    except StreamError as exc:
+        raise CliError(str(exc), ExitCode.OUTPUT) from None
+
+
 def _stage_failure(exc: StageError) -> CliError:
     from tracker.encode import EncodeError, PreviewUnavailable
 
     err = exc.error
     if isinstance(err, CameraNotFound):
         return CliError(str(err), ExitCode.NO_CAMERA)
-    if isinstance(err, SourceError):
-        return CliError(str(err), ExitCode.SOURCE)
+    if isinstance(err, SourceError) or (isinstance(err, OSError) and exc.stage == "decode"):
+        return CliError(f"{exc.stage}: {err}", ExitCode.SOURCE)
     if isinstance(err, (PreviewUnavailable, EncodeError, OSError)):
         return CliError(f"{exc.stage}: {err}", ExitCode.OUTPUT)
     return CliError(str(exc), ExitCode.FAILED)
@@ -231,26 +272,68 @@ def run_tracker(config_path: str | None, overrides: dict[str, Any]) -> ExitCode:
         if r.jsonl:
             jsonl = _jsonl(r.jsonl)
             cleanup.callback(jsonl.close)
+        ws = _stream(cfg, source.info)
+        if ws is not None:
+            from tracker.stream import describe
+
+            cleanup.callback(ws.close)
+            console.print(describe(ws.server), markup=False, highlight=False)
         if r.show:
             from tracker.encode import Preview
 
             def preview() -> Any:
                 return Preview(title=f"tracker - {r.source}")
 
-        pipe = build_pipeline(cfg, source, track, writer=writer, jsonl=jsonl,
-                              preview_factory=preview)
+        from tracker.downscale import downscaled
+        from tracker.smooth import create_smooth_stage
+
+        big = downscaled(track, source.info.width, source.info.height)  # 4K: track a copy
+        pipe = build_pipeline(cfg, source, big, writer=writer, jsonl=jsonl,
+                              preview_factory=preview, smooth=create_smooth_stage(cfg), ws=ws)
+        try:
+            faults.inject(pipe, os.environ.get(faults.ENV))
+        except ValueError as exc:
+            raise CliError(f"{faults.ENV}: {exc}", ExitCode.USAGE) from None
         cleanup.pop_all()  # from here on every stage closes itself in its own thread
         status, code = "finished", ExitCode.OK
-        try:
-            with _progress(console, source.info.frame_count) as update:
-                metrics = pipe.run(on_tick=update)
-        except StageError as exc:
-            raise _stage_failure(exc) from None
-        except KeyboardInterrupt:
-            metrics = pipe.metrics()
-            status, code = "interrupted (outputs finalised)", ExitCode.INTERRUPTED
+        with graceful_signals() as signals:  # a second Ctrl-C exits at once
+            try:
+                with _progress(console, source.info.frame_count) as update:
+                    metrics = pipe.run(on_tick=update)
+            except StageError as exc:
+                raise _stage_failure(exc) from None
+            except KeyboardInterrupt:
+                metrics = pipe.metrics()
+                term = signals.first == signal.SIGTERM
+                code = ExitCode.TERMINATED if term else ExitCode.INTERRUPTED
+                status = f"{'terminated' if term else 'interrupted'} (outputs finalised)"
         if pipe.stop_reason and code == ExitCode.OK:
             status = pipe.stop_reason
     outputs = [p for p in (r.out, r.jsonl) if p]
+    if ws is not None:
+        outputs.append(ws.server.url)
+    problem = _input_problem(source, metrics, code if pipe.stop_reason is None else None)
+    if problem is not None or source.warning:
+        status = "input problem" if problem is not None else "source ended early"
     console.print(summary_table(source.info, metrics, track.stats, outputs, status))
+    if problem is not None:
+        raise problem
+    if source.warning:
+        console.print(f"warning: {source.warning}", markup=False, highlight=False)
     return code
+
+
+def _input_problem(
+    source: VideoSource, metrics: Metrics, code: ExitCode | None
+) -> CliError | None:
+    """A source that gave no frames, or a damaged file (reported after the outputs are done);
+    ``code`` is None when the run was stopped early."""
+    if code != ExitCode.OK:
+        return None
+    if metrics.frames == 0:
+        why = f": {source.warning}" if source.warning else ""
+        return CliError(f"no video frames could be decoded from {source.info.spec}{why}",
+                        ExitCode.SOURCE)
+    if source.damaged:
+        return CliError(source.damaged, ExitCode.DAMAGED_INPUT)
+    return None

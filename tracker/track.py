@@ -1,26 +1,47 @@
-"""The track stage: detector gating, ROI loop-back and face ids.
+"""The track stage: detector gating, rotated-ROI loop-back, temporal denoising and face ids.
 
-Per frame: the detector runs when fewer faces are tracked than ``max_faces`` or every
-``rescan_every`` frames; otherwise each tracked face's box is the tight box of its landmarks in
-the previous frame. The landmarker predicts every box at once; faces whose presence falls below
-the threshold are dropped (and so re-detected on the next frame). Detections keep the id of the
-tracked face they overlap (greedy IoU); new faces get fresh ids.
+Per frame:
+
+1. Every tracked face gets its region from its own final points of the previous frame: a square
+   ``roi_scale`` times the face (the larger side of its landmarks' upright box), rotated so the
+   eye line is level, moved by ``motion`` times the face's last per-frame displacement. The
+   landmark model sees an upright crop; points come back through the crop's inverse affine.
+2. The detector runs only when fewer than ``max_faces`` faces are tracked, every
+   ``rescan_every`` frames, or on a scene cut (the frame's 32x18 thumbnail changed by more than
+   ``cut_threshold`` grey levels on average). Detections overlapping a tracked face (IoU of boxes)
+   confirm it; on a cut, tracked faces no detection confirms are dropped at once (stale).
+   Other detections fill the free slots, best score first; a new face is located once on the
+   detector's box and once more on the upright ROI of that first result.
+3. Faces whose presence (mean point confidence) falls below ``presence_threshold`` are lost.
+4. The optional temporal denoiser corrects each face's points from its two previous final
+   point sets (see :mod:`tracker.temporal`); its output is the face's final points.
+
+Ids: a new face gets the next unused id, except that a face appearing within
+``discard_after`` frames of losing one, near where that one was lost (centre within 1.5 face
+sizes, size within 2x), takes the lost face's id back. ``discard_after = 0`` never reuses ids,
+and no id survives a scene cut.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
+import cv2
 import numpy as np
 
 from tracker.pipeline import Stage
-from tracker.roi import box_from_points
+from tracker.roi import MARGIN, box_from_points, rotated_roi, square_box
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
 
 if TYPE_CHECKING:
     from tracker.config import Config
+    from tracker.temporal import TemporalDenoiser
+
+CUT_THUMB = (32, 18)
 
 
 class Detector(Protocol):
@@ -35,7 +56,8 @@ class Prediction(Protocol):
 
 
 class Landmarker(Protocol):
-    def predict(self, image: np.ndarray, boxes: Sequence[Box]) -> Sequence[Prediction]: ...
+    def predict(self, image: np.ndarray, boxes: Sequence[Box],
+                angles: Sequence[float] | None = None) -> Sequence[Prediction]: ...
 
 
 def iou(a: Box, b: Box) -> float:
@@ -70,6 +92,41 @@ def associate(
 
 
 @dataclass(frozen=True, slots=True)
+class Roi:
+    """A square crop region: centre and side in frame pixels, rotation in radians."""
+
+    center: tuple[float, float]
+    side: float
+    angle: float = 0.0
+
+    @property
+    def box(self) -> Box:
+        """The face box whose standard crop is this square (what the landmarker is given)."""
+        return square_box(self.center, self.side)
+
+    def face_box(self, scale: float) -> Box:
+        """Axis-aligned box of the face inside (side / ``scale``), for overlap tests."""
+        half = 0.5 * self.side / scale
+        cx, cy = self.center
+        return Box(cx - half, cy - half, cx + half, cy + half)
+
+
+@dataclass(slots=True)
+class _Track:
+    face_id: int
+    points: np.ndarray  # final points of the last frame (frame pixels)
+    history: list[np.ndarray] = field(default_factory=list)  # final points, newest first
+    velocity: tuple[float, float] = (0.0, 0.0)  # ROI centre displacement per frame
+
+
+@dataclass(frozen=True, slots=True)
+class _Lost:
+    face_id: int
+    box: Box
+    frame: int
+
+
+@dataclass(frozen=True, slots=True)
 class TrackStats:
     """Counters of a track stage."""
 
@@ -77,10 +134,19 @@ class TrackStats:
     frames_with_faces: int
     faces_found: int  # distinct face ids that appeared in the output
     detector_runs: int
+    cuts: int = 0  # scene cuts seen
+
+
+def _accepts_angles(landmarker: Any) -> bool:
+    try:
+        params = inspect.signature(landmarker.predict).parameters
+    except (TypeError, ValueError):
+        return True
+    return "angles" in params or any(p.kind is p.VAR_POSITIONAL for p in params.values())
 
 
 class TrackStage(Stage):
-    """Frame -> TrackedFrame, with the detector and landmarker injected."""
+    """Frame -> TrackedFrame, with the detector, landmarker and denoiser injected."""
 
     name = "track"
 
@@ -94,9 +160,16 @@ class TrackStage(Stage):
         presence_threshold: float = 0.2,
         iou_threshold: float = 0.3,
         min_score: float = 0.0,
+        roi_scale: float = 1.5,
+        discard_after: int = 30,
+        motion: float = 0.5,
+        cut_threshold: float = 20.0,
+        denoiser: TemporalDenoiser | None = None,
     ) -> None:
         if max_faces < 1:
             raise ValueError(f"max_faces must be >= 1, got {max_faces}")
+        if roi_scale <= 0:
+            raise ValueError(f"roi_scale must be > 0, got {roi_scale}")
         self.detector = detector
         self.landmarker = landmarker
         self.max_faces = max_faces
@@ -104,99 +177,197 @@ class TrackStage(Stage):
         self.presence_threshold = presence_threshold
         self.iou_threshold = iou_threshold
         self.min_score = min_score
-        self._faces: list[Landmarks] = []
+        self.roi_scale = roi_scale
+        self.discard_after = discard_after
+        self.motion = motion
+        self.cut_threshold = cut_threshold
+        self.denoiser = denoiser
+        self._angles = _accepts_angles(landmarker)
+        self._tracks: list[_Track] = []
+        self._lost: list[_Lost] = []
         self._next_id = 0
         self._since_detect = 0
+        self._thumb: np.ndarray | None = None
         self._frames = 0
         self._frames_with_faces = 0
         self._detector_runs = 0
+        self._cuts = 0
         self._seen_ids: set[int] = set()
+        self.detected = False  # whether the detector ran on the last frame
 
     @property
     def stats(self) -> TrackStats:
-        return TrackStats(
-            self._frames, self._frames_with_faces, len(self._seen_ids), self._detector_runs
-        )
+        return TrackStats(self._frames, self._frames_with_faces, len(self._seen_ids),
+                          self._detector_runs, self._cuts)
 
-    def _needs_detection(self) -> bool:
-        if len(self._faces) < self.max_faces:
+    # -- regions ------------------------------------------------------------------------------
+
+    def roi_of(self, track: _Track) -> Roi:
+        """Next frame's region of a tracked face (rotated, enlarged, motion-predicted)."""
+        center, side, angle = rotated_roi(track.points, self.roi_scale)
+        vx, vy = track.velocity
+        center = (center[0] + self.motion * vx, center[1] + self.motion * vy)
+        return Roi(center, side, angle)
+
+    @staticmethod
+    def roi_of_detection(box: Box) -> Roi:
+        """Upright region of a detector box (the standard crop of a landmark box)."""
+        return Roi(box.center, MARGIN * max(box.width, box.height, 1.0), 0.0)
+
+    def _is_cut(self, image: np.ndarray) -> bool:
+        if self.cut_threshold <= 0:
+            return False
+        small = cv2.resize(image, CUT_THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
+        prev, self._thumb = self._thumb, small
+        if prev is None or prev.shape != small.shape:
+            return False
+        return float(np.abs(small - prev).mean()) > self.cut_threshold
+
+    def _needs_detection(self, cut: bool) -> bool:
+        if cut or len(self._tracks) < self.max_faces:
             return True
         return self.rescan_every > 0 and self._since_detect >= self.rescan_every
 
-    def _boxes(self, image: np.ndarray) -> list[tuple[int, Box]]:
-        """This frame's ``(face_id, box)`` list, at most ``max_faces`` long."""
-        tracked = [(f.face_id, box_from_points(f.points)) for f in self._faces]
-        if not self._needs_detection():
+    # -- per frame ----------------------------------------------------------------------------
+
+    def _plan(self, image: np.ndarray, cut: bool) -> list[tuple[_Track | None, Roi, Box | None]]:
+        """This frame's ``(track or None for a new face, region, detection)`` list."""
+        plan: list[tuple[_Track | None, Roi, Box | None]] = [
+            (t, self.roi_of(t), None) for t in self._tracks
+        ]
+        self.detected = self._needs_detection(cut)
+        if not self.detected:
             self._since_detect += 1
-            return tracked
+            return plan
         self._detector_runs += 1
         self._since_detect = 1
         found = [d for d in self.detector.detect(image) if d.score >= self.min_score]
         found.sort(key=lambda d: -d.score)
+        tracked = [(i, roi.face_box(self.roi_scale)) for i, (_, roi, _) in enumerate(plan)]
         matched, new = associate(tracked, found, self.iou_threshold)
-        # matched tracks take the detector's box; unmatched tracks keep their landmark box
-        # (presence decides whether they are still faces); new faces fill the free slots.
-        boxes = [(fid, matched.get(fid, box)) for fid, box in tracked]
-        # new faces get provisional ids -1, -2, ... (made real only if they pass presence)
-        for k, det in enumerate(new[: max(0, self.max_faces - len(boxes))]):
-            boxes.append((-1 - k, det))
-        return boxes
+        if cut:  # a new shot: faces the detector does not confirm are stale, ids start afresh
+            plan = [p for i, p in enumerate(plan) if i in matched]
+            self._lost.clear()
+        for det in new[: max(0, self.max_faces - len(plan))]:
+            plan.append((None, self.roi_of_detection(det), det))
+        return plan
+
+    def _predict(self, image: np.ndarray, rois: Sequence[Roi]) -> Sequence[Prediction]:
+        boxes = [r.box for r in rois]
+        if self._angles:
+            return self.landmarker.predict(image, boxes, [r.angle for r in rois])
+        return self.landmarker.predict(image, boxes)
 
     def process(self, item: Frame) -> TrackedFrame:
         self._frames += 1
-        boxes = self._boxes(item.image)
-        faces: list[Landmarks] = []
-        if boxes:
-            preds = self.landmarker.predict(item.image, [b for _, b in boxes])
-            for (fid, _), p in zip(boxes, preds, strict=True):
-                if not p.presence >= self.presence_threshold:
-                    continue
-                faces.append(
-                    Landmarks(
-                        frame_index=item.index,
-                        time=item.time,
-                        face_id=fid,
-                        points=p.points,
-                        confidence=p.confidence,
-                        presence=float(p.presence),
-                        box=p.box,
-                    )
-                )
-        faces = self._assign_ids(self._dedupe(faces))
-        self._faces = faces
+        cut = self._is_cut(item.image)
+        self._cuts += int(cut)
+        plan = self._plan(item.image, cut)
+        preds = list(self._predict(item.image, [roi for _, roi, _ in plan])) if plan else []
+        refine = [i for i, (t, _, _) in enumerate(plan)
+                  if t is None and preds[i].presence >= self.presence_threshold
+                  and np.isfinite(preds[i].points).all()]
+        if refine:  # new faces: once more on the upright ROI of the first estimate
+            rois = [Roi(*rotated_roi(preds[i].points, self.roi_scale)) for i in refine]
+            for i, roi, p in zip(refine, rois, self._predict(item.image, rois), strict=True):
+                plan[i] = (None, roi, plan[i][2])
+                preds[i] = p
+        kept: list[tuple[_Track | None, Roi, np.ndarray, Prediction]] = []
+        for (track, roi, _), p in zip(plan, preds, strict=True):
+            ok = p.presence >= self.presence_threshold and np.isfinite(p.points).all()
+            if not ok:
+                if track is not None:
+                    self._lose(track, item.index)
+                continue
+            points = np.asarray(p.points, np.float32)
+            if self.denoiser is not None:
+                history = track.history if track is not None else []
+                points = self.denoiser.refine(points, np.asarray(p.confidence, np.float32),
+                                              history, roi.center, roi.side, roi.angle)
+            kept.append((track, roi, points, p))
+        faces = self._update(self._dedupe(kept), item)
         if faces:
             self._frames_with_faces += 1
             self._seen_ids.update(f.face_id for f in faces)
         return TrackedFrame(item, tuple(faces))
 
-    def _assign_ids(self, faces: list[Landmarks]) -> list[Landmarks]:
-        """Give surviving new faces (provisional negative ids) the next free ids."""
-        out = []
-        for face in faces:
-            if face.face_id < 0:
-                face = replace(face, face_id=self._next_id)
-                self._next_id += 1
-            out.append(face)
-        return sorted(out, key=lambda f: f.face_id)
+    def _dedupe(self, kept: list[tuple[_Track | None, Roi, np.ndarray, Prediction]]
+                ) -> list[tuple[_Track | None, Roi, np.ndarray, Prediction]]:
+        """Two regions that converged on one face: the older track keeps it."""
+        order = sorted(kept, key=lambda k: (k[0] is None, k[0].face_id if k[0] else 0))
+        out: list[tuple[_Track | None, Roi, np.ndarray, Prediction]] = []
+        for entry in order:
+            box = box_from_points(entry[2])
+            if all(iou(box, box_from_points(o[2])) < 0.5 for o in out):
+                out.append(entry)
+        return out
 
-    def _dedupe(self, faces: list[Landmarks]) -> list[Landmarks]:
-        """Two tracks that converged on one face: keep the older id (tracked before new)."""
-        kept: list[Landmarks] = []
-        for face in sorted(faces, key=lambda f: (f.face_id < 0, abs(f.face_id))):
-            box = box_from_points(face.points)
-            if all(iou(box, box_from_points(k.points)) < 0.5 for k in kept):
-                kept.append(face)
-        return kept
+    def _update(self, kept: list[tuple[_Track | None, Roi, np.ndarray, Prediction]],
+                item: Frame) -> list[Landmarks]:
+        tracks: list[_Track] = []
+        faces: list[Landmarks] = []
+        for track, _, points, p in kept:
+            if track is None:
+                track = _Track(self._new_id(points, item.index), points)
+            else:
+                old = rotated_roi(track.points, 1.0)[0]
+                new = rotated_roi(points, 1.0)[0]
+                track.velocity = (new[0] - old[0], new[1] - old[1])
+                track.history = [points, *track.history[:1]]
+                track.points = points
+            if not track.history:
+                track.history = [points]
+            tracks.append(track)
+            faces.append(Landmarks(
+                frame_index=item.index, time=item.time, face_id=track.face_id, points=points,
+                confidence=np.asarray(p.confidence, np.float32), presence=float(p.presence),
+                box=box_from_points(points),
+            ))
+        self._tracks = sorted(tracks, key=lambda t: t.face_id)
+        return sorted(faces, key=lambda f: f.face_id)
+
+    # -- ids ----------------------------------------------------------------------------------
+
+    def _lose(self, track: _Track, frame_index: int) -> None:
+        if self.discard_after > 0:
+            self._lost.append(_Lost(track.face_id, box_from_points(track.points), frame_index))
+
+    def _new_id(self, points: np.ndarray, frame_index: int) -> int:
+        """A lost id that fits (recent, near, similar size), else the next unused one."""
+        self._lost = [x for x in self._lost if frame_index - x.frame <= self.discard_after]
+        active = {t.face_id for t in self._tracks}
+        box = box_from_points(points)
+        size = max(box.width, box.height, 1.0)
+        best, best_d = None, math.inf
+        for lost in self._lost:
+            if lost.face_id in active:
+                continue
+            lsize = max(lost.box.width, lost.box.height, 1.0)
+            d = math.dist(box.center, lost.box.center)
+            if d <= 1.5 * max(size, lsize) and 0.5 <= size / lsize <= 2.0 and d < best_d:
+                best, best_d = lost, d
+        if best is not None:
+            self._lost.remove(best)
+            return best.face_id
+        fid = self._next_id
+        self._next_id += 1
+        return fid
 
 
 def create_track_stage(cfg: Config) -> TrackStage:
-    """A track stage with the configured detector and landmark engine (loads the models)."""
+    """A track stage with the configured detector, landmark engine and denoiser (loads models)."""
     from tracker.detect import create_detector
     from tracker.landmarker import load_landmarker
 
     detector = create_detector(cfg.detector.name)
     landmarker = load_landmarker(cfg.model.weights, cfg.model.engine)
     t = cfg.track
+    denoiser = None
+    if t.temporal:
+        from tracker.temporal import TEMPORAL_WEIGHTS, load_temporal
+
+        if t.temporal_weights or TEMPORAL_WEIGHTS.is_file():
+            denoiser = load_temporal(t.temporal_weights)
     return TrackStage(
         detector,
         landmarker,
@@ -205,4 +376,7 @@ def create_track_stage(cfg: Config) -> TrackStage:
         presence_threshold=t.presence_threshold,
         iou_threshold=t.iou_threshold,
         min_score=cfg.detector.min_score,
+        roi_scale=t.roi_scale,
+        discard_after=t.discard_after,
+        denoiser=denoiser,
     )

@@ -52,6 +52,7 @@ class TrainConfig:
     dkm: bool = False
     dkm_width: int = 64
     rcn_weights: str = ""
+    init: str = ""
     limit: int = 0
     resume: bool = False
 
@@ -138,6 +139,8 @@ class Trainer:
                 self.pre = Preprocess(self.net.size, self.net.in_channels, cfg.lcn)
         else:
             self.model = build_model(self.net)
+            if cfg.init:
+                self.model.load_state_dict(load_checkpoint(cfg.init).model.state_dict())
             self.trainable = self.model
         limit = cfg.limit or None
         self.train_set = load_folder(cfg.train, limit)

@@ -1,0 +1,85 @@
+"""Stand-in face models for pipeline tests that are about plumbing, not accuracy.
+
+``python tests/stubs.py run ...`` runs the real ``tracker`` CLI with these models (for tests
+that must signal a real process). ``STUB_SLOW_CLOSE=S`` makes the video sink take S seconds to
+close, so a test can interrupt a shutdown in progress.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tracker.roi import box_from_points  # noqa: E402
+from tracker.track import TrackStage  # noqa: E402
+from tracker.types import Box  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Pred:
+    points: np.ndarray
+    confidence: np.ndarray
+    presence: float
+    box: Box
+
+
+def face_box(image: np.ndarray) -> Box:
+    """Where the stub face is: the middle half of the frame."""
+    h, w = image.shape[:2]
+    return Box(w * 0.25, h * 0.25, w * 0.75, h * 0.75, 0.9)
+
+
+class StubDetector:
+    """One face box in the middle of every frame."""
+
+    def detect(self, image: np.ndarray) -> list[Box]:
+        return [face_box(image)]
+
+
+class StubLandmarker:
+    """For each box, 68 points on the diagonal of the stub face (wherever the box is, as a real
+    model finds the face in a loose crop), confidence 0.9."""
+
+    def predict(self, image: np.ndarray, boxes: Sequence[Box],
+                angles: Sequence[float] | None = None) -> list[Pred]:
+        b = face_box(image)
+        t = np.linspace(0, 1, 68, dtype=np.float32)
+        pts = np.stack([b.x0 + t * b.width, b.y0 + t * b.height], 1).astype(np.float32)
+        return [Pred(pts.copy(), np.full(68, 0.9, np.float32), 0.9, box_from_points(pts))
+                for _ in boxes]
+
+
+def stub_track(cfg: Any) -> TrackStage:
+    return TrackStage(StubDetector(), StubLandmarker(), max_faces=cfg.track.max_faces,
+                      rescan_every=cfg.track.rescan_every)
+
+
+def install(slow_close_s: float = 0.0) -> None:
+    """Make ``tracker run`` use the stub models (and optionally a slow video sink close)."""
+    from tracker import runner, sinks
+
+    runner._track = stub_track  # type: ignore[assignment]
+    if slow_close_s > 0:
+        close = sinks.VideoSink.close
+
+        def slow_close(self: sinks.VideoSink) -> None:
+            time.sleep(slow_close_s)
+            close(self)
+
+        sinks.VideoSink.close = slow_close  # type: ignore[method-assign]
+
+
+if __name__ == "__main__":
+    install(float(os.environ.get("STUB_SLOW_CLOSE", "0")))
+    from tracker.cli import main
+
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Engines: CPU backend parity with eager fp32, on-device decode maths, engine cache and stale
+rebuilds (fake artifact), clear errors without CUDA / torch-tensorrt, landmarker buffers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tracker import engine as engine_mod
+from tracker import heatmap
+from tracker.data import Preprocess
+from tracker.engine import (
+    CUDA_HINT,
+    TENSORRT_HINT,
+    EngineError,
+    create_engine,
+    resolve_engine,
+    weights_checksum,
+)
+from tracker.engine_cache import (
+    EngineCacheError,
+    EngineSpec,
+    engine_name,
+    load_or_build,
+    read_sidecar,
+    sidecar_path,
+    stale_reason,
+)
+from tracker.engine_gpu import torch_decode
+from tracker.landmarker import Landmarker
+from tracker.model import VARIANTS, Checkpoint, build_model
+from tracker.types import Box
+
+# Stated tolerances of every CPU backend against eager fp32 torch (NCHW, no channels_last):
+LOGIT_RTOL = 1e-5  # max |logit error| / max |logit|
+POINT_ATOL = 1e-3  # heatmap pixels, on maps whose peak beats the runner-up by 1e-3 or more
+
+SMALL = replace(VARIANTS["rcn_lite"], size=32, widths=(8, 12, 16))
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = build_model(SMALL).eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding is exercised
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+        m.head.weight.mul_(30.0)  # logits spread like a trained model's (peaks, not ties)
+    return m
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:  # exported ONNX models go to a private cache
+        mp.setenv("TRACKER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def _inputs(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1, SMALL.size, SMALL.size)).astype(
+        np.float32)
+
+
+def _clear_peaks(logits: np.ndarray, margin: float = 1e-3) -> np.ndarray:
+    """Maps whose maximum beats the runner-up by ``margin`` (argmax is stable there)."""
+    flat = np.sort(logits.reshape(logits.shape[0], logits.shape[1], -1), axis=-1)
+    return flat[..., -1] - flat[..., -2] > margin
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime", "onnx", "auto"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_cpu_backends_match_eager_fp32(model: torch.nn.Module, backend: str, n: int) -> None:
+    if torch.cuda.is_available() and backend == "auto":
+        pytest.skip("auto picks a GPU engine here (tested in test_engine_gpu.py)")
+    x = _inputs(n)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    eng = create_engine(model, SMALL.size, 1, backend)
+    logits = eng.infer(x)
+    assert logits.shape == ref.shape
+    assert np.abs(logits - ref).max() <= LOGIT_RTOL * np.abs(ref).max()
+    pts, conf = eng.predict(x)
+    ref_pts, ref_conf = heatmap.decode(ref)
+    ok = _clear_peaks(ref)
+    assert ok.mean() > 0.8
+    assert np.abs(pts - ref_pts)[ok].max() <= POINT_ATOL
+    np.testing.assert_allclose(conf[ok], ref_conf[ok], atol=1e-4)
+
+
+def test_auto_is_onnxruntime_on_a_cpu_machine() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert resolve_engine("auto") == "onnxruntime"
+
+
+def test_unknown_engine_is_a_clear_error(model: torch.nn.Module) -> None:
+    with pytest.raises(EngineError, match="unknown engine 'tpu'"):
+        create_engine(model, SMALL.size, 1, "tpu")
+
+
+# --- on-device decode maths (runs on the CPU here) -------------------------------------------
+
+
+def _maps(kind: str) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 9, 11)).astype(np.float32)
+    if kind == "peaky":
+        x[:, :, 4, 6] += 8.0
+        x[:, :, 4, 5] += 5.0
+        x[:, :, 3, 6] += 6.0
+    elif kind == "border":
+        x[0, 0, 0, 0] = 9.0
+        x[0, 1, 8, 10] = 9.0
+        x[0, 2, 0, 5] = 9.0
+        x[0, 3, 4, 10] = 9.0
+    elif kind == "ties":
+        x[:, :, 2, 3] = 7.0
+        x[:, :, 6, 1] = 7.0
+    elif kind == "nonfinite":
+        x[0, 0, 1, 1] = np.nan
+        x[0, 1, 2, 2] = np.inf
+        x[1, 2] = -np.inf
+        x[1, 3, 5, 5] = -np.inf
+    elif kind == "flat":
+        x[:] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("kind", ["random", "peaky", "border", "ties", "nonfinite", "flat"])
+def test_torch_decode_matches_numba_decode(kind: str) -> None:
+    x = _maps(kind)
+    ref_pts, ref_conf = heatmap.decode(x)
+    pts, conf = (t.numpy() for t in torch_decode(torch.from_numpy(x)))
+    np.testing.assert_array_equal(np.isnan(pts), np.isnan(ref_pts))
+    np.testing.assert_allclose(pts, ref_pts, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(conf, ref_conf, atol=1e-5)
+
+
+def test_torch_decode_accepts_half_logits() -> None:
+    x = _maps("peaky")
+    pts, _ = torch_decode(torch.from_numpy(x).half())
+    ref, _ = heatmap.decode(x.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(pts.numpy(), ref, atol=1e-3)
+
+
+# --- engine cache and stale rebuilds (fake compiled artifact) --------------------------------
+
+SPEC = EngineSpec(model="rcn_lite", size=64, channels=1, batch=8, precision="fp16",
+                  backend="tensorrt", backend_version="10.3.0", device="NVIDIA Fake GPU",
+                  capability="8.9", weights_sha256="a" * 64, runtime="torch x")
+CONFIG = {"net": {"widths": (16, 32)}, "dkm": None}
+
+
+class FakeCompiler:
+    """Builds and loads 'engines' that are just bytes; counts builds."""
+
+    def __init__(self, payload: bytes = b"compiled", passed: bool = True) -> None:
+        self.payload = payload
+        self.passed = passed
+        self.builds = 0
+
+    def build(self, path: Path) -> None:
+        self.builds += 1
+        path.write_bytes(self.payload)
+
+    def load(self, path: Path) -> bytes:
+        data = path.read_bytes()
+        if not data.startswith(b"compiled"):
+            raise ValueError("not an engine")
+        return data
+
+    def check(self, engine: bytes) -> dict[str, object]:
+        return {"point_err_px_p99": 0.01, "passed": self.passed}
+
+    def __call__(self, folder: Path, spec: EngineSpec = SPEC, config: dict = CONFIG,
+                 force: bool = False) -> tuple[bytes, Path, bool]:
+        return load_or_build(folder, spec, config, self.build, self.load, self.check, force=force)
+
+
+def test_engine_is_built_once_then_loaded(tmp_path: Path) -> None:
+    fake = FakeCompiler()
+    engine, path, built = fake(tmp_path)
+    assert built and engine == b"compiled" and fake.builds == 1
+    assert path.name == engine_name(SPEC) + ".ep"
+    side = read_sidecar(path)
+    assert side is not None
+    assert side["spec"] == asdict(SPEC)
+    assert side["model_config"] == {"net": {"widths": [16, 32]}, "dkm": None}
+    for key in ("built_at", "build_seconds", "accuracy", "artifact_sha256"):
+        assert key in side
+    _, path2, built2 = fake(tmp_path)
+    assert not built2 and path2 == path and fake.builds == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, sidecar_path(path).name])
+
+
+@pytest.mark.parametrize("field,value", [
+    ("model", "rcn"), ("size", 80), ("channels", 3), ("batch", 32), ("precision", "fp32"),
+    ("backend_version", "10.4.0"), ("device", "NVIDIA Other"), ("capability", "9.0"),
+])
+def test_engine_name_keys_every_build_parameter(field: str, value: object) -> None:
+    assert engine_name(replace(SPEC, **{field: value})) != engine_name(SPEC)
+
+
+def _tamper_sidecar(path: Path, **changes: object) -> None:
+    side = json.loads(sidecar_path(path).read_text())
+    for key, value in changes.items():
+        if key in side["spec"]:
+            side["spec"][key] = value
+        else:
+            side[key] = value
+    sidecar_path(path).write_text(json.dumps(side))
+
+
+STALE_CASES = {
+    "weights changed": lambda p: None,  # handled below by a new spec
+    "sidecar missing": lambda p: sidecar_path(p).unlink(),
+    "sidecar corrupt": lambda p: sidecar_path(p).write_text("{not json"),
+    "sidecar for another TensorRT": lambda p: _tamper_sidecar(p, backend_version="8.6.1"),
+    "sidecar for another GPU": lambda p: _tamper_sidecar(p, device="NVIDIA Other"),
+    "old format": lambda p: _tamper_sidecar(p, format=0),
+    "model config changed": lambda p: _tamper_sidecar(p, model_config={"net": {}, "dkm": None}),
+    "accuracy failed": lambda p: _tamper_sidecar(p, accuracy={"passed": False}),
+    "artifact truncated": lambda p: p.write_bytes(b"compi"),
+    "artifact replaced": lambda p: p.write_bytes(b"compiled but different"),
+    "artifact deleted": lambda p: p.unlink(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STALE_CASES))
+def test_stale_or_mismatched_engines_are_rebuilt(tmp_path: Path, case: str) -> None:
+    fake = FakeCompiler()
+    _, path, _ = fake(tmp_path)
+    spec = SPEC
+    if case == "weights changed":
+        spec = replace(SPEC, weights_sha256="b" * 64)
+    else:
+        STALE_CASES[case](path)
+    assert stale_reason(path, spec, CONFIG) is not None
+    engine, path2, built = fake(tmp_path, spec)
+    assert built and fake.builds == 2 and engine == b"compiled" and path2 == path
+    assert stale_reason(path, spec, CONFIG) is None
+    assert read_sidecar(path)["spec"]["weights_sha256"] == spec.weights_sha256
+
+
+def test_unloadable_engine_is_rebuilt(tmp_path: Path) -> None:
+    fake = FakeCompiler()
+    _, path, _ = fake(tmp_path)
+    calls = {"n": 0}
+
+    def flaky_load(p: Path) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("deserialisation failed")
+        return fake.load(p)
+
+    _, _, built = load_or_build(tmp_path, SPEC, CONFIG, fake.build, flaky_load, fake.check)
+    assert built and fake.builds == 2
+
+
+def test_force_rebuilds_a_valid_engine(tmp_path: Path) -> None:
+    fake = FakeCompiler()
+    fake(tmp_path)
+    _, _, built = fake(tmp_path, force=True)
+    assert built and fake.builds == 2
+
+
+@pytest.mark.parametrize("problem", ["accuracy", "build", "load"])
+def test_failed_build_leaves_nothing_behind(tmp_path: Path, problem: str) -> None:
+    fake = FakeCompiler(payload=b"garbage" if problem == "load" else b"compiled",
+                        passed=problem != "accuracy")
+    if problem == "build":
+        def build(path: Path) -> None:
+            path.write_bytes(b"half")
+            raise RuntimeError("TensorRT ran out of memory")
+    else:
+        build = fake.build
+    with pytest.raises(EngineCacheError):
+        load_or_build(tmp_path, SPEC, CONFIG, build, fake.load, fake.check)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_checksum_follows_the_weights(model: torch.nn.Module) -> None:
+    other = build_model(SMALL).eval()
+    other.load_state_dict(model.state_dict())
+    assert weights_checksum(other) == weights_checksum(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    assert weights_checksum(other) != weights_checksum(model)
+
+
+# --- clear errors without CUDA / torch-tensorrt ----------------------------------------------
+
+
+@pytest.mark.parametrize("cuda,trt,backend,hint", [
+    (False, False, "tensorrt", TENSORRT_HINT),
+    (True, False, "tensorrt", TENSORRT_HINT),  # a GPU but no torch-tensorrt
+    (False, True, "tensorrt", TENSORRT_HINT),  # torch-tensorrt but no GPU
+    (False, False, "cuda", CUDA_HINT),
+])
+def test_gpu_engines_fail_clearly_without_their_requirements(
+    model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, cuda: bool, trt: bool, backend: str,
+    hint: str,
+) -> None:
+    monkeypatch.setattr(engine_mod, "cuda_available", lambda: cuda)
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", object() if trt else None)
+    with pytest.raises(EngineError) as info:
+        create_engine(model, SMALL.size, 1, backend)
+    assert str(info.value) == hint
+    assert "\n" not in hint
+
+
+def test_tensorrt_hint_says_how_to_install() -> None:
+    assert "pip install 'tracker[tensorrt]'" in TENSORRT_HINT
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("backend", ["tensorrt", "cuda"])
+def test_real_machine_without_cuda_refuses_gpu_engines(model: torch.nn.Module, backend: str) -> None:
+    with pytest.raises(EngineError, match="NVIDIA GPU"):
+        create_engine(model, SMALL.size, 1, backend)
+
+
+# --- landmarker buffers ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def landmarker(model: torch.nn.Module) -> Landmarker:
+    ckpt = Checkpoint(model, SMALL, None, {})
+    return Landmarker(ckpt, create_engine(model, SMALL.size, 1, "onnxruntime"))
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+
+
+BOXES = [Box(20, 30, 60, 80), Box(90, 10, 140, 70), Box(-10, 60, 30, 130)]
+
+
+@pytest.mark.parametrize("order", [(1, 3, 2), (3, 1), (2, 2, 1)])
+def test_landmarker_results_do_not_depend_on_batching(landmarker: Landmarker,
+                                                      order: tuple[int, ...]) -> None:
+    image = _image()
+    single = [landmarker.predict(image, [b], [0.2])[0] for b in BOXES]
+    kept = []
+    for n in order:
+        kept.append(landmarker.predict(image, BOXES[:n], [0.2] * n))
+    for preds in kept:  # earlier results are not overwritten by later calls
+        for p, ref in zip(preds, single, strict=False):
+            np.testing.assert_allclose(p.points, ref.points, atol=1e-3)
+            np.testing.assert_allclose(p.confidence, ref.confidence, atol=1e-5)
+            assert p.presence == pytest.approx(float(ref.confidence.mean()), abs=1e-6)
+            assert (p.box.x0, p.box.y1) == (float(p.points[:, 0].min()), float(p.points[:, 1].max()))
+
+
+def test_landmarker_with_no_boxes_returns_nothing(landmarker: Landmarker) -> None:
+    assert landmarker.predict(_image(), []) == []
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32, 3), (4, 32, 32, 3), (2, 64, 64, 3)])
+def test_fast_grey_preprocess_matches_numpy(shape: tuple[int, ...]) -> None:
+    crops = np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8)
+    crops[0] = 9  # a flat crop hits the std floor
+    x = crops.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = x[:, None]
+    ref = (x - x.mean(axis=(1, 2, 3), keepdims=True)) / np.maximum(
+        x.std(axis=(1, 2, 3), keepdims=True), 4.0)
+    out = np.full((shape[0], 1, shape[1], shape[2]), np.nan, np.float32)
+    got = Preprocess(shape[1], 1, False)(crops, out=out)
+    assert got is out
+    np.testing.assert_allclose(got, ref, atol=2e-5)

@@ -1,0 +1,117 @@
+"""Head pose: angle conventions, and solvePnP on synthetic projections of known rotations."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from tracker.headpose import (
+    FACE_MODEL_68,
+    RIGID_POINTS,
+    angles_from_rotation,
+    camera_matrix,
+    estimate_pose,
+    project,
+    rotation_from_angles,
+)
+
+POSES = [
+    (0.0, 0.0, 0.0),
+    (30.0, 0.0, 0.0),
+    (-30.0, 0.0, 0.0),
+    (0.0, 20.0, 0.0),
+    (0.0, -20.0, 0.0),
+    (0.0, 0.0, 25.0),
+    (25.0, -15.0, 10.0),
+    (-40.0, 10.0, -20.0),
+    (45.0, 20.0, -15.0),
+]
+
+
+def view(yaw: float, pitch: float, roll: float, model: np.ndarray = FACE_MODEL_68,
+         t: tuple[float, float, float] = (20.0, -10.0, 600.0), size: tuple[int, int] = (640, 480),
+         ) -> np.ndarray:
+    rvec = cv2.Rodrigues(rotation_from_angles(yaw, pitch, roll))[0]
+    return project(model, rvec, np.array(t), *size)
+
+
+@pytest.mark.parametrize("angles", POSES)
+def test_angles_round_trip(angles: tuple[float, float, float]) -> None:
+    r = rotation_from_angles(*angles)
+    np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(angles_from_rotation(r), angles, atol=1e-9)
+
+
+@pytest.mark.parametrize("angles, check", [
+    ((20.0, 0.0, 0.0), lambda nose, eyes, tilt: nose[0] > eyes[0] + 5),  # yaw: nose right
+    ((-20.0, 0.0, 0.0), lambda nose, eyes, tilt: nose[0] < eyes[0] - 5),
+    ((0.0, 20.0, 0.0), lambda nose, eyes, tilt: nose[1] - eyes[1] < 30),  # pitch: nose up
+    ((0.0, -20.0, 0.0), lambda nose, eyes, tilt: nose[1] - eyes[1] > 45),
+    ((0.0, 0.0, 20.0), lambda nose, eyes, tilt: tilt > 10),  # roll: clockwise on screen
+    ((0.0, 0.0, -20.0), lambda nose, eyes, tilt: tilt < -10),
+])
+def test_angle_signs_mean_what_the_docs_say(angles: tuple[float, float, float],
+                                            check: object) -> None:
+    pts = view(*angles, t=(0.0, 0.0, 600.0))
+    eyes = (pts[36] + pts[45]) / 2
+    tilt = pts[45][1] - pts[36][1]  # image-right eye lower than image-left: clockwise
+    assert check(pts[30], eyes, tilt)  # type: ignore[operator]
+
+
+def test_model_is_symmetric_and_frontal() -> None:
+    pts = view(0.0, 0.0, 0.0, t=(0.0, 0.0, 600.0))
+    assert abs(pts[30][0] - 320) < 1e-6  # nose tip (origin) on the optical axis
+    assert abs(pts[36][1] - pts[45][1]) < 1e-6
+    assert np.linalg.norm(FACE_MODEL_68[36] - FACE_MODEL_68[45]) == pytest.approx(92.0, abs=0.2)
+
+
+@pytest.mark.parametrize("angles", POSES)
+@pytest.mark.parametrize("variant", ["exact", "smaller head, 0.5 px noise",
+                                     "larger head, 0.5 px noise", "1 mm shape jitter"])
+def test_pose_recovers_known_rotation_within_3_degrees(angles: tuple[float, float, float],
+                                                       variant: str) -> None:
+    rng = np.random.default_rng([int(a) + 1000 for a in angles] + [len(variant)])
+    model, noise = FACE_MODEL_68, 0.0
+    if variant.startswith("smaller"):
+        model, noise = FACE_MODEL_68 * 0.9, 0.5
+    elif variant.startswith("larger"):
+        model, noise = FACE_MODEL_68 * 1.1, 0.5
+    elif variant.startswith("1 mm"):
+        model = FACE_MODEL_68 + rng.normal(0.0, 1.0, FACE_MODEL_68.shape)
+    pts = view(*angles, model=model) + rng.normal(0.0, noise, (68, 2))
+    pose = estimate_pose(pts, 640, 480)
+    assert pose is not None
+    assert np.abs(np.subtract((pose.yaw, pose.pitch, pose.roll), angles)).max() < 3.0
+    assert pose.tvec[2] > 0 and pose.error < 3.0
+    if variant == "exact":
+        np.testing.assert_allclose(pose.tvec, (20.0, -10.0, 600.0), atol=0.5)
+
+
+def test_low_confidence_and_missing_points_are_left_out() -> None:
+    pts = view(20.0, 5.0, -5.0)
+    conf = np.ones(68, np.float32)
+    bad = pts.copy()
+    bad[36:48] += 40.0  # eyes way off...
+    conf[36:48] = 0.0  # ...but flagged as unreliable
+    bad[17] = np.nan
+    pose = estimate_pose(bad, 640, 480, conf)
+    assert pose is not None
+    assert np.abs(np.subtract((pose.yaw, pose.pitch, pose.roll), (20.0, 5.0, -5.0))).max() < 1.0
+
+
+@pytest.mark.parametrize("points", [
+    np.zeros((5, 2)),  # not 68 points
+    np.full((68, 2), np.nan),
+    np.where(np.isin(np.arange(68), RIGID_POINTS[:5])[:, None], 100.0, np.nan),  # too few
+])
+def test_unsolvable_input_gives_none(points: np.ndarray) -> None:
+    assert estimate_pose(points, 640, 480) is None
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((640, 480), [[640, 0, 320], [0, 640, 240], [0, 0, 1]]),
+    ((360, 640), [[640, 0, 180], [0, 640, 320], [0, 0, 1]]),  # portrait: f = longer side
+])
+def test_camera_matrix(size: tuple[int, int], expected: list[list[float]]) -> None:
+    np.testing.assert_allclose(camera_matrix(*size), expected)
