@@ -1,7 +1,7 @@
 """Time ``VideoWriter.write`` (RGB -> yuv420p -> libx264) at 640x360; prints ms/frame.
 
 Uses the real clip's frames and audio when ../shared/data is present, else synthetic frames.
-Run: python benchmarks/encode_bench.py [--frames 275] [--preset veryfast] [--threads 0]
+Run: python benchmarks/encode_bench.py [--frames 275] [--preset superfast] [--threads 0]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def load_frames(limit: int) -> tuple[list[tuple[np.ndarray, float]], Fraction, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, default=275)
-    parser.add_argument("--preset", default="veryfast")
+    parser.add_argument("--preset", default="superfast")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
     frames, time_base, audio = load_frames(args.frames)

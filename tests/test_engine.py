@@ -33,7 +33,7 @@ from tracker.engine_cache import (
     sidecar_path,
     stale_reason,
 )
-from tracker.engine_gpu import torch_decode
+from tracker.engine_gpu import TensorRTEngine, torch_decode
 from tracker.landmarker import Landmarker
 from tracker.model import VARIANTS, Checkpoint, build_model
 from tracker.types import Box
@@ -150,6 +150,30 @@ def test_torch_decode_accepts_half_logits() -> None:
     pts, _ = torch_decode(torch.from_numpy(x).half())
     ref, _ = heatmap.decode(x.astype(np.float16).astype(np.float32))
     np.testing.assert_allclose(pts.numpy(), ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 4, 6, 9])
+def test_fixed_batch_engine_pads_and_splits(model: torch.nn.Module, n: int) -> None:
+    """The host side of the GPU engines (padding to the fixed batch, chunking, on-device
+    decode) with a CPU stand-in for the compiled program."""
+    calls = []
+
+    def program(x: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return model(x)
+
+    eng = TensorRTEngine(program, 4, 1, SMALL.size, torch.float32, device="cpu")
+    x = _inputs(n, seed=n)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(eng.infer(x), ref, atol=LOGIT_RTOL * np.abs(ref).max())
+    pts, conf = eng.predict(x)
+    ref_pts, ref_conf = heatmap.decode(ref)
+    ok = _clear_peaks(ref)
+    assert np.abs(pts - ref_pts)[ok].max() <= POINT_ATOL
+    np.testing.assert_allclose(conf[ok], ref_conf[ok], atol=1e-4)
+    assert set(calls) == {(4, 1, SMALL.size, SMALL.size)}  # always the built shape
+    assert len(calls) == 2 * -(-n // 4)
 
 
 # --- engine cache and stale rebuilds (fake compiled artifact) --------------------------------

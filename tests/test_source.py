@@ -294,7 +294,7 @@ def ts_data(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def live(url: str, **kw: float | bool) -> SourceOptions:
-    base: dict[str, float | bool] = dict(open_timeout_s=3, read_timeout_s=0.5,
+    base: dict[str, float | bool] = dict(open_timeout_s=1, read_timeout_s=0.5,
                                           reconnect_backoff_s=0.05, reconnect_backoff_max_s=0.2)
     return SourceOptions(**{**base, **kw})  # type: ignore[arg-type]
 

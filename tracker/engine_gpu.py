@@ -82,14 +82,17 @@ class DeviceEngine:
 
     name = "gpu"
 
-    def __init__(self, max_batch: int, channels: int, size: int, dtype: torch.dtype) -> None:
+    def __init__(self, max_batch: int, channels: int, size: int, dtype: torch.dtype,
+                 device: str = "cuda") -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
         self.dtype = dtype
-        self.device = torch.device("cuda")
+        self.device = torch.device(device)
         shape = (max_batch, channels, size, size)
-        self._host_in = torch.zeros(shape, dtype=dtype).pin_memory()
+        self._host_in = torch.zeros(shape, dtype=dtype)
+        if self.device.type == "cuda":
+            self._host_in = self._host_in.pin_memory()  # asynchronous host -> device copies
 
     def _run(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits, points, confidence) on the device for the first ``n`` rows of ``x``."""
@@ -132,8 +135,9 @@ class TensorRTEngine(DeviceEngine):
     name = "tensorrt"
 
     def __init__(self, module: Callable[[torch.Tensor], torch.Tensor], max_batch: int,
-                 channels: int, size: int, dtype: torch.dtype, path: Path | None = None) -> None:
-        super().__init__(max_batch, channels, size, dtype)
+                 channels: int, size: int, dtype: torch.dtype, path: Path | None = None,
+                 device: str = "cuda") -> None:
+        super().__init__(max_batch, channels, size, dtype, device)
         self.module = module
         self.path = path
         self._dev_in = torch.zeros(self._host_in.shape, dtype=dtype, device=self.device)

@@ -21,7 +21,7 @@ from typing import Any
 from tracker.pipeline import Pipeline, Stage
 
 ENV = "TRACKER_FAULTS"
-fired: list[tuple[str, float]] = []  # (fault, time.monotonic()) of every fault raised, for harnesses
+fired: list[tuple[str, float]] = []  # (fault, time.monotonic()) of each fault raised (harnesses)
 
 
 class InjectedFault(RuntimeError):

@@ -319,7 +319,7 @@ def run_tracker(config_path: str | None, overrides: dict[str, Any]) -> ExitCode:
     if problem is not None:
         raise problem
     if source.warning:
-        console.print(f"warning: {source.warning}", markup=False, highlight=False)
+        console.print(f"warning: {source.warning}", markup=False, highlight=False, soft_wrap=True)
     return code
 
 
