@@ -52,8 +52,8 @@ class TemporalTrainConfig:
     val_variants: int = 2
     hidden: int = 256
     layers: int = 2
-    steps: int = 6000
-    batch: int = 256
+    steps: int = 3000
+    batch: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -220,9 +220,25 @@ def make_sequence(sample: Sample, other: np.ndarray, rng: np.random.Generator, s
     return crop, pts
 
 
-def build_sequences(samples: list[Sample], variants: int, rcn_path: str, seed: int,
-                    size: int | None = None) -> Sequences:
-    """Synthesise ``variants`` sequences per still and run the RCN on their crops."""
+def synthesise(samples: list[Sample], variants: int, seed: int, size: int
+               ) -> dict[str, np.ndarray]:
+    """``variants`` degraded crops per still with their points (crop pixels); RCN-independent."""
+    rng = np.random.default_rng(seed)
+    textures = [s.image for s in samples[:: max(1, len(samples) // 200)]]
+    cols: dict[str, list[np.ndarray]] = {"crops": [], "gt": [], "prev1": [], "prev2": [],
+                                         "occluded": []}
+    for _ in range(variants):
+        for s in samples:
+            other = samples[int(rng.integers(len(samples)))].points
+            crop, pts = make_sequence(s, other, rng, size, textures)
+            cols["crops"].append(crop)
+            for k, v in pts.items():
+                cols[k].append(v)
+    return {k: np.stack(v) for k, v in cols.items()}
+
+
+def run_rcn(rcn_path: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RCN points (crop pixels) and confidences for a stack of uint8 crops."""
     import torch
 
     from tracker import heatmap
@@ -230,27 +246,21 @@ def build_sequences(samples: list[Sample], variants: int, rcn_path: str, seed: i
     from tracker.model import load_checkpoint
 
     ckpt = load_checkpoint(rcn_path)
-    size = size or ckpt.net.size
-    pre = Preprocess(size, ckpt.net.in_channels, bool(ckpt.meta.get("preprocess", {}).get("lcn")))
-    rng = np.random.default_rng(seed)
-    textures = [s.image for s in samples[:: max(1, len(samples) // 200)]]
-    crops, cols = [], {"gt": [], "prev1": [], "prev2": [], "occluded": []}
-    for _ in range(variants):
-        for s in samples:
-            other = samples[int(rng.integers(len(samples)))].points
-            crop, pts = make_sequence(s, other, rng, size, textures)
-            crops.append(crop)
-            for k in cols:
-                cols[k].append(pts[k])
-    arrays = {k: np.stack(v) for k, v in cols.items()}
-    crops_a = np.stack(crops)
+    pre = Preprocess(ckpt.net.size, ckpt.net.in_channels,
+                     bool(ckpt.meta.get("preprocess", {}).get("lcn")))
     cur, conf = [], []
     with torch.inference_mode():
-        for i in range(0, len(crops_a), 128):
-            logits = ckpt.model(torch.from_numpy(pre(crops_a[i : i + 128]))).numpy()
+        for i in range(0, len(crops), 128):
+            logits = ckpt.model(torch.from_numpy(pre(crops[i : i + 128]))).numpy()
             p, c = heatmap.decode(np.ascontiguousarray(logits, dtype=np.float32))
             cur.append(p)
             conf.append(c)
+    return np.concatenate(cur), np.concatenate(conf).astype(np.float32)
+
+
+def to_sequences(arrays: dict[str, np.ndarray], cur: np.ndarray, conf: np.ndarray,
+                 size: int) -> Sequences:
+    """Everything in normalised crop coordinates (origin at the centre, unit = crop side)."""
     half = (size - 1) / 2.0
 
     def norm(x: np.ndarray) -> np.ndarray:
@@ -258,9 +268,8 @@ def build_sequences(samples: list[Sample], variants: int, rcn_path: str, seed: i
 
     gt = norm(arrays["gt"])
     iod = np.linalg.norm(gt[:, LEFT_OUTER] - gt[:, RIGHT_OUTER], axis=1)
-    return Sequences(norm(np.concatenate(cur)), np.concatenate(conf).astype(np.float32),
-                     norm(arrays["prev1"]), norm(arrays["prev2"]), gt, arrays["occluded"],
-                     iod.astype(np.float32))
+    return Sequences(norm(cur), conf, norm(arrays["prev1"]), norm(arrays["prev2"]), gt,
+                     arrays["occluded"], iod.astype(np.float32))
 
 
 def corrupt(seq: Sequences, idx: np.ndarray, rng: np.random.Generator
@@ -305,16 +314,26 @@ def _sha256(path: str) -> str:
 
 
 def _cached(cfg: TemporalTrainConfig, split: str, samples: list[Sample], variants: int,
-            seed: int, rcn_sha: str) -> Sequences:
+            seed: int, rcn_sha: str, size: int) -> Sequences:
+    """Crops cached per (split, variants, seed); RCN outputs cached per RCN weights."""
     cache = Path(cfg.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    key = f"{split}-{rcn_sha[:12]}-{variants}-{seed}-{len(samples)}.npz"
-    if (cache / key).exists():
-        with np.load(cache / key) as z:
-            return Sequences(**{k: z[k] for k in z.files})
-    seq = build_sequences(samples, variants, cfg.rcn, seed)
-    np.savez(cache / key, **asdict(seq))
-    return seq
+    base = f"{split}-{variants}-{seed}-{len(samples)}-{size}"
+    crops_path = cache / f"{base}-crops.npz"
+    rcn_path = cache / f"{base}-rcn-{rcn_sha[:12]}.npz"
+    if crops_path.exists():
+        with np.load(crops_path) as z:
+            arrays = {k: z[k] for k in z.files}
+    else:
+        arrays = synthesise(samples, variants, seed, size)
+        np.savez(crops_path, **arrays)
+    if rcn_path.exists():
+        with np.load(rcn_path) as z:
+            cur, conf = z["cur"], z["conf"]
+    else:
+        cur, conf = run_rcn(cfg.rcn, arrays["crops"])
+        np.savez(rcn_path, cur=cur, conf=conf)
+    return to_sequences(arrays, cur, conf, size)
 
 
 def evaluate(model: object, seq: Sequences) -> dict[str, float]:
@@ -416,8 +435,11 @@ def train(cfg: TemporalTrainConfig) -> dict[str, object]:
     limit = cfg.limit or None
     train_s = load_folder(cfg.train, limit)
     val_s = load_folder(cfg.val, limit)
-    seq = _cached(cfg, "train", train_s, cfg.variants, cfg.seed, rcn_sha)
-    val = _cached(cfg, "val", val_s, cfg.val_variants, cfg.seed + 1, rcn_sha)
+    from tracker.model import load_checkpoint
+
+    size = load_checkpoint(cfg.rcn).net.size
+    seq = _cached(cfg, "train", train_s, cfg.variants, cfg.seed, rcn_sha, size)
+    val = _cached(cfg, "val", val_s, cfg.val_variants, cfg.seed + 1, rcn_sha, size)
     print(f"sequences: train {len(seq.cur)} val {len(val.cur)} "
           f"({time.perf_counter() - t0:.0f}s)", flush=True)
     tc = TemporalConfig(hidden=cfg.hidden, layers=cfg.layers)
