@@ -217,6 +217,12 @@ def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
                                             motion=args.motion), f) for f in frames]
         print(f"tracked {name}: {sum(len(f) for f in frames)} frames in "
               f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        if args.save_runs:
+            import pickle
+
+            with open(Path(args.save_runs).with_suffix(f".{name}.pkl"), "wb") as fh:
+                pickle.dump([(r.points, r.detected, [tf.faces for tf in r.tracked])
+                             for r in runs[name]], fh)
         for label, params in (("raw", None), ("smoothed", smooth)):
             ms = [score(smooth_run(r, params), truth, r.detected)
                   for r, (_, truth) in zip(runs[name], clips, strict=True)]
@@ -224,14 +230,16 @@ def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
     if args.grid:
         grid = {}
         base = runs.get("rcn+temporal") or runs["rcn"]
-        for mc in (0.3, 0.5, 1.0, 1.5, 2.0):
-            for beta in (1.0, 3.0, 10.0, 30.0, 100.0):
-                p = OneEuroParams(mc, beta, args.d_cutoff)
-                ms = [score(smooth_run(r, p), truth, r.detected)
-                      for r, (_, truth) in zip(base, clips, strict=True)]
-                s = summarise(ms)
-                grid[f"min_cutoff={mc} beta={beta}"] = {
-                    k: s[k] for k in ("nme_%", "jitter_%iod", "lag_slow_frames", "lag_fast_frames")}
+        for mc in (0.5, 1.0, 2.0):
+            for beta in (3.0, 10.0, 30.0):
+                for dc in (0.3, 1.0, 3.0):
+                    p = OneEuroParams(mc, beta, dc)
+                    ms = [score(smooth_run(r, p), truth, r.detected)
+                          for r, (_, truth) in zip(base, clips, strict=True)]
+                    s = summarise(ms)
+                    grid[f"min_cutoff={mc} beta={beta} d_cutoff={dc}"] = {
+                        k: s[k] for k in ("nme_%", "jitter_%iod", "lag_slow_frames",
+                                          "lag_fast_frames")}
         results["grid"] = grid
     return results
 
@@ -327,6 +335,7 @@ def main() -> None:
     ap.add_argument("--no-hamilton", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--save-runs", default=None, help="pickle the synthetic runs (FILE.NAME.pkl)")
     args = ap.parse_args()
     import torch
 

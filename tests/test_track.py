@@ -211,7 +211,7 @@ def test_a_face_back_far_from_where_it_was_lost_gets_a_new_id() -> None:
     assert st.process(blank(2)).faces[0].face_id == 1
 
 
-@pytest.mark.parametrize("new_shot_faces, ids", [([], []), ([(130, 60)], [1])])
+@pytest.mark.parametrize("new_shot_faces, ids", [([], []), ([(130, 60)], [1]), ([(62, 60)], [1])])
 def test_a_scene_cut_drops_stale_faces_at_once(new_shot_faces: list[tuple[int, int]],
                                                ids: list[int]) -> None:
     w = World()

@@ -132,6 +132,9 @@ def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any
     from tracker.smooth import create_smooth_stage
 
     source = runner._open(cfg)
+    if source.info.is_live and not cfg.run.max_frames:
+        source.close()
+        raise CliError("a live source needs --frames N (> 0) to bench", ExitCode.USAGE)
     try:
         track = runner._track(cfg)
         writer = runner._writer(cfg, source.info) if cfg.run.out else None

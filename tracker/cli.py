@@ -269,7 +269,7 @@ def run_command(
     engine: Annotated[
         str | None,
         typer.Option(show_default=False,
-                     help="Landmark engine: auto, torch, onnx or tensorrt (default auto)."),
+                     help="Landmark engine: auto, onnxruntime, torch, tensorrt or cuda (default auto)."),
     ] = None,
     weights: Annotated[
         str | None,

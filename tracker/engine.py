@@ -5,11 +5,15 @@ Every engine maps a float32 batch ``(N, C, S, S)`` of normalised crops to landma
 decode with :mod:`tracker.heatmap`, GPU engines on the device).
 
 ``auto`` picks TensorRT when CUDA and torch-tensorrt are present, the CUDA-graph engine when
-only CUDA is, else ONNX Runtime on the CPU, else eager torch. On the 2-core CPU we target, ONNX
-Runtime with one intra-op thread was the fastest honest fp32 path for ``rcn_lite`` at batch 1
-(``python benchmarks/engine_bench.py``): ~1.2 ms vs ~2.1 ms torch.compile, ~2.9 ms eager
-channels_last and ~3.2 ms TorchScript-frozen, all single-threaded. A second intra-op thread did
-not lower p50 while the other core was busy and raised p90 from ~5 to ~9-13 ms.
+only CUDA is, else ONNX Runtime on the CPU, else eager torch.
+
+CPU choice, measured for ``rcn_lite`` at batch 1 on the shared 2-core machine (thread-CPU ms per
+call, ``python benchmarks/engine_bench.py [--compile] [--int8]``): ONNX Runtime, one intra-op
+thread 1.3; torch.compile 2.1-2.6; eager channels_last 3.0; TorchScript freeze 3.2; eager NCHW
+4.1. (The model is 115 M multiply-adds a call: ONNX Runtime sustains ~90 GMAC/s.) A second intra-op
+thread did not lower p50 while the other core was busy and raised p90 from ~5 to ~6-13 ms.
+int8 static quantisation (QDQ, per-channel) took 0.8 ms but raised val NME from 5.61 % to
+5.69 % (failures 8.8 % -> 9.3 %), so it is not used.
 """
 
 from __future__ import annotations

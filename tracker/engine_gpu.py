@@ -243,13 +243,18 @@ def accuracy_check(engine: Any, model: nn.Module, inputs: np.ndarray, source: st
 def tensorrt_spec(name: str, model: nn.Module, size: int, channels: int, batch: int,
                   precision: str) -> EngineSpec:
     """What a TensorRT engine for this model on this GPU is keyed by."""
-    import tensorrt
     import torch_tensorrt
 
+    try:
+        import tensorrt
+
+        trt_version = str(tensorrt.__version__)
+    except ImportError:  # torch-tensorrt without the tensorrt Python package: key on its version
+        trt_version = f"torch-tensorrt{torch_tensorrt.__version__}"
     major, minor = torch.cuda.get_device_capability()
     return EngineSpec(
         model=name, size=size, channels=channels, batch=batch, precision=precision,
-        backend="tensorrt", backend_version=str(tensorrt.__version__),
+        backend="tensorrt", backend_version=trt_version,
         device=torch.cuda.get_device_name(), capability=f"{major}.{minor}",
         weights_sha256=weights_checksum(model),
         runtime=f"torch {torch.__version__}, torch-tensorrt {torch_tensorrt.__version__}",

@@ -274,11 +274,18 @@ def to_sequences(arrays: dict[str, np.ndarray], cur: np.ndarray, conf: np.ndarra
 
 def corrupt(seq: Sequences, idx: np.ndarray, rng: np.random.Generator
             ) -> tuple[np.ndarray, ...]:
-    """A training batch with keypoints hidden or moved and some histories removed."""
+    """A training batch: earlier points given the network's error, keypoints hidden or moved,
+    some histories removed."""
     cur = seq.cur[idx].copy()
     conf = seq.conf[idx].copy()
     prev1, prev2 = seq.prev1[idx].copy(), seq.prev2[idx].copy()
     n, k, _ = cur.shape
+    # the tracker's earlier points come from the same network on the same face: they share
+    # much of its present error (otherwise the model learns to copy them and lags/sticks)
+    shared = (rng.random((n, 1, 1)) < 0.75) * rng.uniform(0.3, 1.0, (n, 1, 1))
+    rcn_err = (cur - seq.gt[idx]) * shared.astype(np.float32)
+    prev1 += rcn_err
+    prev2 += rcn_err
     # spatially coherent corruption: points near a random face point
     hit_p = rng.random(n) < 0.35
     anchor = seq.gt[idx, rng.integers(0, k, n)]

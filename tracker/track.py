@@ -8,10 +8,10 @@ Per frame:
    landmark model sees an upright crop; points come back through the crop's inverse affine.
 2. The detector runs only when fewer than ``max_faces`` faces are tracked, every
    ``rescan_every`` frames, or on a scene cut (the frame's 32x18 thumbnail changed by more than
-   ``cut_threshold`` grey levels on average). Detections overlapping a tracked face (IoU of boxes)
-   confirm it; on a cut, tracked faces no detection confirms are dropped at once (stale).
-   Other detections fill the free slots, best score first; a new face is located once on the
-   detector's box and once more on the upright ROI of that first result.
+   ``cut_threshold`` grey levels on average): a cut drops every tracked face at once (the old
+   shot's faces are stale) and the detector starts afresh. Detections overlapping a tracked face
+   (IoU of boxes) confirm it; the others fill the free slots, best score first. A new face is
+   located once on the detector's box and once more on the upright ROI of that first result.
 3. Faces whose presence (mean point confidence) falls below ``presence_threshold`` are lost.
 4. The optional temporal denoiser corrects each face's points from its two previous final
    point sets (see :mod:`tracker.temporal`); its output is the face's final points.
@@ -232,6 +232,9 @@ class TrackStage(Stage):
 
     def _plan(self, image: np.ndarray, cut: bool) -> list[tuple[_Track | None, Roi, Box | None]]:
         """This frame's ``(track or None for a new face, region, detection)`` list."""
+        if cut:  # a new shot: every tracked face is stale, ids start afresh
+            self._tracks = []
+            self._lost.clear()
         plan: list[tuple[_Track | None, Roi, Box | None]] = [
             (t, self.roi_of(t), None) for t in self._tracks
         ]
@@ -245,9 +248,6 @@ class TrackStage(Stage):
         found.sort(key=lambda d: -d.score)
         tracked = [(i, roi.face_box(self.roi_scale)) for i, (_, roi, _) in enumerate(plan)]
         matched, new = associate(tracked, found, self.iou_threshold)
-        if cut:  # a new shot: faces the detector does not confirm are stale, ids start afresh
-            plan = [p for i, p in enumerate(plan) if i in matched]
-            self._lost.clear()
         for det in new[: max(0, self.max_faces - len(plan))]:
             plan.append((None, self.roi_of_detection(det), det))
         return plan
