@@ -214,7 +214,8 @@ def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
             continue
         t0 = time.perf_counter()
         runs[name] = [track_clip(make_stage(args.weights, den, roi_scale=args.roi_scale,
-                                            motion=args.motion), f) for f in frames]
+                                            motion=args.motion, roi_hold=args.roi_hold), f)
+                      for f in frames]
         print(f"tracked {name}: {sum(len(f) for f in frames)} frames in "
               f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
         if args.save_runs:
@@ -254,7 +255,7 @@ def hamilton(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
                               "frames": len(frames)}
     for max_faces in (1, 5):
         stage = make_stage(args.weights, denoiser, max_faces, roi_scale=args.roi_scale,
-                           motion=args.motion)
+                           motion=args.motion, roi_hold=args.roi_hold)
         run = track_clip(stage, frames)
         has = np.array([len(t.faces) > 0 for t in run.tracked])
         shots = {}
@@ -329,7 +330,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=OneEuroParams().beta)
     ap.add_argument("--d-cutoff", type=float, default=OneEuroParams().d_cutoff)
     ap.add_argument("--roi-scale", type=float, default=1.5)
-    ap.add_argument("--motion", type=float, default=0.5)
+    ap.add_argument("--motion", type=float, default=0.0)
+    ap.add_argument("--roi-hold", type=float, default=0.03)
     ap.add_argument("--grid", action="store_true", help="also sweep the One Euro settings")
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--no-hamilton", action="store_true")

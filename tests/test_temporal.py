@@ -19,19 +19,20 @@ from tracker.temporal import (
     load_temporal,
     save_temporal,
 )
+from tracker.temporal_data import Clips, make_clip, normalise_affine
 from tracker.temporal_train import (
-    Sequences,
     build_net,
-    corrupt,
+    clip_loss,
     export_weights,
     fit,
     forward,
-    loss_fn,
-    make_sequence,
+    make_batch,
+    rollout,
 )
 
 GRID = np.stack(np.meshgrid(np.linspace(-0.3, 0.3, 17), np.linspace(-0.3, 0.3, 4)), -1)
 GRID = GRID.reshape(-1, 2)[:68].astype(np.float32)
+IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 
 def batch(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -43,17 +44,21 @@ def batch(n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     return cur, conf, prev1, prev2, np.ones(n, np.float32)
 
 
-def tiny_sequences(n: int = 64, seed: int = 0) -> Sequences:
-    """Faces = the grid with small noise; some points of the RCN input thrown far away."""
+def tiny_clips(n: int = 16, frames: int = 2, seed: int = 0,
+               step: np.ndarray = IDENTITY) -> Clips:
+    """Still grid faces; some RCN points thrown far away (with low confidence)."""
     rng = np.random.default_rng(seed)
-    gt = (GRID[None] + rng.normal(0, 0.01, (n, 68, 2))).astype(np.float32)
-    cur = gt + rng.normal(0, 0.01, gt.shape).astype(np.float32)
-    bad = rng.random((n, 68)) < 0.15
+    gt = (GRID[None, None] + rng.normal(0, 0.01, (n, 1, 68, 2))).repeat(frames, 1)
+    cur = gt + rng.normal(0, 0.01, gt.shape)
+    bad = rng.random((n, frames, 68)) < 0.15
     cur[bad] = rng.uniform(-0.5, 0.5, (int(bad.sum()), 2))
-    conf = np.where(bad, 0.05, 0.8).astype(np.float32)
-    prev1 = gt + rng.normal(0, 0.005, gt.shape).astype(np.float32)
-    iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1).astype(np.float32)
-    return Sequences(cur.astype(np.float32), conf, prev1, prev1.copy(), gt, bad, iod)
+    conf = np.where(bad, 0.05, 0.8)
+    prev = gt[:, 0] + rng.normal(0, 0.005, gt[:, 0].shape)
+    iod = np.linalg.norm(gt[..., 36, :] - gt[..., 45, :], axis=-1)
+    steps = np.broadcast_to(step, (n, frames, 2, 3)).copy()
+    f32 = np.float32
+    return Clips(cur.astype(f32), conf.astype(f32), gt.astype(f32), prev.astype(f32),
+                 prev.astype(f32), steps.astype(f32), bad, iod.astype(f32))
 
 
 @pytest.mark.parametrize("n, hidden, layers", [(1, 256, 2), (5, 32, 1), (3, 16, 3)])
@@ -78,7 +83,7 @@ def test_fresh_model_is_the_identity_and_gradients_reach_every_layer() -> None:
     args = batch(4)
     out = forward(net, *args)
     np.testing.assert_array_equal(out.detach().numpy(), args[0])
-    loss = loss_fn(out, GRID[None].repeat(4, 0), np.full(4, 0.4, np.float32))
+    loss = clip_loss(out, GRID[None].repeat(4, 0), np.full(4, 0.4, np.float32))
     loss.backward()
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None for g in grads)
@@ -97,40 +102,69 @@ def one_thread() -> object:
 @pytest.mark.usefixtures("one_thread")
 def test_tiny_overfit_pulls_thrown_points_back() -> None:
     torch.manual_seed(0)
-    seq = tiny_sequences(16)
+    clips = tiny_clips()
     net = build_net(TemporalConfig(hidden=128, layers=2))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    has = np.ones(len(seq.cur), np.float32)
+    bt = make_batch(clips, np.arange(len(clips)), None)
     for _ in range(150):
-        loss = loss_fn(forward(net, seq.cur, seq.conf, seq.prev1, seq.prev2, has), seq.gt, seq.iod)
+        loss = clip_loss(rollout(net, bt), bt.gt, bt.iod)
         opt.zero_grad()
         loss.backward()
         opt.step()
     with torch.no_grad():
-        out = forward(net, seq.cur, seq.conf, seq.prev1, seq.prev2, has).numpy()
-    before = np.linalg.norm(seq.cur - seq.gt, axis=2)[seq.occluded].mean()
-    after = np.linalg.norm(out - seq.gt, axis=2)[seq.occluded].mean()
+        out = rollout(net, bt).numpy()
+    before = np.linalg.norm(clips.cur - clips.gt, axis=-1)[clips.occluded].mean()
+    after = np.linalg.norm(out - clips.gt, axis=-1)[clips.occluded].mean()
     assert after < 0.2 * before
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_fit_trains_on_corrupted_batches() -> None:
+def test_fit_trains_closed_loop_on_corrupted_batches() -> None:
     torch.manual_seed(0)
     net = build_net(TemporalConfig(hidden=16, layers=1))
     seen: list[tuple[int, float]] = []
-    last = fit(net, tiny_sequences(16), steps=20, batch=8, lr=1e-2, weight_decay=0.0,
+    last = fit(net, tiny_clips(8, frames=3), steps=20, batch=4, lr=1e-2, weight_decay=0.0,
                rng=np.random.default_rng(0), log=lambda step, loss: seen.append((step, loss)))
     assert np.isfinite(last) and seen == [(20, last)]
-    assert float(net[-1].weight.abs().sum()) > 0  # the zero-initialised head has moved
+    assert float(net[-1].weight.detach().abs().sum()) > 0  # the zero-initialised head moved
 
 
-def test_corrupt_keeps_shapes_and_sometimes_drops_history() -> None:
-    seq = tiny_sequences(32)
-    rng = np.random.default_rng(1)
-    cur, conf, p1, p2, has = corrupt(seq, np.arange(32).repeat(8), rng)
-    assert cur.shape == p1.shape == p2.shape == (256, 68, 2) and conf.shape == has.shape[:1] + (68,)
-    assert 0 < (has == 0).sum() < 256
-    np.testing.assert_array_equal(p1[has == 0], cur[has == 0])
+def test_make_batch_shapes_history_errors_and_fresh_starts() -> None:
+    clips = tiny_clips(32, frames=3)
+    det = make_batch(clips, np.arange(32), None, share=0.5)
+    assert det.cur.shape == (32, 3, 68, 2) and det.step.shape == (32, 3, 2, 3)
+    assert not det.fresh.any()
+    want = clips.prev1 + 0.5 * (clips.cur[:, 0] - clips.gt[:, 0])
+    np.testing.assert_allclose(det.prev1, want, atol=1e-6)
+    rnd = make_batch(clips, np.arange(32).repeat(8), np.random.default_rng(1))
+    assert 0 < rnd.fresh.sum() < 256
+    np.testing.assert_array_equal(rnd.prev1[rnd.fresh], rnd.cur[rnd.fresh, 0])
+
+
+def _copy_prev1_net(tc: TemporalConfig) -> torch.nn.Sequential:
+    """A torch model whose output is its ``prev1`` input (one hidden layer, two ReLU halves)."""
+    net = build_net(tc)
+    off = 136 + 68  # start of the (prev1 - cur) block
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net[0].weight[:136, off : off + 136] = torch.eye(136)
+        net[0].weight[136:, off : off + 136] = -torch.eye(136)
+        net[2].weight[:, :136] = torch.eye(136)
+        net[2].weight[:, 136:] = -torch.eye(136)
+    return net
+
+
+def test_rollout_maps_the_models_own_output_into_the_next_crop() -> None:
+    tc = TemporalConfig(hidden=272, layers=1)
+    net = _copy_prev1_net(tc)
+    shift = np.array([[1, 0, 0.1], [0, 1, -0.05]], np.float32)
+    clips = tiny_clips(4, frames=3, step=shift)
+    bt = make_batch(clips, np.arange(4), None, share=0.0)
+    with torch.no_grad():
+        out = rollout(net, bt).numpy()
+    np.testing.assert_allclose(out[:, 0], bt.prev1, atol=1e-5)
+    np.testing.assert_allclose(out[:, 2], bt.prev1 + 2 * shift[:, 2], atol=1e-5)
 
 
 @pytest.mark.parametrize("angle_deg", [0.0, 35.0])
@@ -197,19 +231,30 @@ def test_shipped_weights_load_with_their_sidecar() -> None:
     assert np.isfinite(out).all()
 
 
-def test_synthesised_sequences_follow_the_crop_geometry() -> None:
+def test_synthesised_clips_follow_the_crop_geometry() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
     pts = (GRID * 200 + 100).astype(np.float32)
-    sample = Sample("x", image, pts)
-    for _ in range(10):
-        crop, p = make_sequence(sample, pts, rng, 64, [image])
-        assert crop.shape == (64, 64, 3) and crop.dtype == np.uint8
-        # the crop was placed from the previous estimate: the face is inside and upright-ish
-        assert (p["gt"] > -8).all() and (p["gt"] < 72).all()
-        shift = np.abs(p["prev1"].mean(0) - p["gt"].mean(0)).max()
-        assert shift < 64 * 0.5
-        assert p["occluded"].shape == (68,)
+    for _ in range(5):
+        crops, p = make_clip(Sample("x", image, pts), rng, 64, 3, [image])
+        assert crops.shape == (3, 64, 64, 3) and crops.dtype == np.uint8
+        assert (p["gt"] > -8).all() and (p["gt"] < 72).all()  # the face is in every crop
+        np.testing.assert_allclose(p["step"][0], IDENTITY, atol=1e-9)
+        for m in p["step"][1:]:  # crops are rotated squares: steps are similarities
+            lin = m[:, :2]
+            np.testing.assert_allclose(lin.T @ lin, np.eye(2) * np.linalg.det(lin), atol=1e-6)
+        assert p["occluded"].shape == (3, 68) and p["prev1"].shape == (68, 2)
+
+
+@pytest.mark.parametrize("size", [64, 80])
+def test_normalised_affine_matches_pixel_affine(size: int) -> None:
+    m = np.array([[0.9, -0.2, 5.0], [0.2, 0.9, -3.0]])
+    pts = np.array([[10.0, 20.0], [40.0, 33.0]])
+    half = (size - 1) / 2
+    want = ((pts @ m[:, :2].T + m[:, 2]) - half) / size
+    n = normalise_affine(m, size)
+    got = ((pts - half) / size) @ n[:, :2].T + n[:, 2]
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_crop_affine_unit_size_is_the_normalised_frame() -> None:

@@ -154,6 +154,18 @@ def test_motion_prediction_moves_the_region_with_the_face() -> None:
     assert boxes[0].center[0] == pytest.approx(40 + 6 * 3, abs=1e-3)
 
 
+@pytest.mark.parametrize("step_px, held", [(0.5, True), (3.0, False)])
+def test_a_still_face_keeps_its_crop(step_px: float, held: bool) -> None:
+    w = World()
+    st = stage(w, roi_scale=1.5, roi_hold=0.03)  # 3 % of a 60 px crop: 1.8 px
+    for i in range(3):
+        w.faces = [face(60 + step_px * i, 60, 40)]
+        st.process(blank(i))
+    (first,), _ = w.calls[2]  # frame 1 (frame 0 took two calls)
+    (second,), _ = w.calls[3]
+    assert (first == second) is held
+
+
 def test_new_faces_are_located_twice_second_time_upright() -> None:
     w = World()
     w.faces = [face(70, 60, 40, 30.0)]
@@ -285,7 +297,7 @@ def _shift_denoiser(dx: float) -> TemporalDenoiser:
 def test_denoiser_output_is_the_final_points_and_feeds_the_next_region(dx: float) -> None:
     w = World()
     w.faces = [face(60, 60, 40)]
-    st = stage(w, denoiser=_shift_denoiser(dx), roi_scale=1.5, motion=0.0)
+    st = stage(w, denoiser=_shift_denoiser(dx), roi_scale=1.5, motion=0.0, roi_hold=0.0)
     out = [st.process(blank(i)) for i in range(3)]
     side = 1.5 * 40
     for t in out:

@@ -72,7 +72,7 @@ class SmoothConfig:
 class ModelConfig:
     """The landmark engine."""
 
-    engine: str = "auto"  # auto | torch | onnx | tensorrt
+    engine: str = "auto"  # auto | onnxruntime (alias onnx) | torch | tensorrt | cuda
     weights: str | None = None  # None = the embedded default weights
 
 
