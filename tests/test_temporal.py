@@ -226,7 +226,7 @@ def test_wrong_layer_shapes_are_rejected() -> None:
 @pytest.mark.skipif(not TEMPORAL_WEIGHTS.is_file(), reason="no shipped temporal weights")
 def test_shipped_weights_load_with_their_sidecar() -> None:
     den = load_temporal()
-    assert den.meta.get("rcn_sha256") and den.meta.get("val")
+    assert den.meta.get("rcn_sha256") and den.meta.get("val_closed_loop")
     out = den(*batch(2))
     assert np.isfinite(out).all()
 

@@ -264,7 +264,7 @@ def run_command(
     d_cutoff: Annotated[
         float | None,
         typer.Option(min=0.001, show_default=False,
-                     help="One Euro cutoff (Hz) of the speed estimate (default 1.0)."),
+                     help="One Euro cutoff (Hz) of the speed estimate (default 3.0)."),
     ] = None,
     engine: Annotated[
         str | None,

@@ -52,7 +52,7 @@ class TrackConfig:
     rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
     presence_threshold: float = 0.2  # drop faces whose presence is below this
     iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
-    roi_scale: float = 1.5  # next frame's crop: this many face sizes, rotated with the eye line
+    roi_scale: float = 1.25  # next frame's crop: this many face sizes, rotated with the eye line
     discard_after: int = 30  # a face lost this many frames ago or less can get its id back
     temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
     temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
@@ -65,7 +65,7 @@ class SmoothConfig:
     filter: str = "one_euro"  # one_euro | none
     min_cutoff: float = 1.0  # Hz: cutoff of a still face (lower = smoother, more lag)
     beta: float = 10.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
-    d_cutoff: float = 1.0  # Hz: cutoff of the speed estimate
+    d_cutoff: float = 3.0  # Hz: cutoff of the speed estimate
 
 
 @dataclass(frozen=True, slots=True)

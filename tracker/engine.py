@@ -181,8 +181,9 @@ def weights_checksum(model: nn.Module) -> str:
 
 
 def model_key(model: nn.Module, tag: str) -> str:
-    """A checksum of the weights and a tag, to key cached engines."""
-    return hashlib.sha256(f"{tag}:{weights_checksum(model)}".encode()).hexdigest()[:16]
+    """A checksum of the weights, the modules' configs (e.g. the DKM fusion weight) and a tag."""
+    configs = ";".join(repr(m.cfg) for m in model.modules() if hasattr(m, "cfg"))
+    return hashlib.sha256(f"{tag}:{configs}:{weights_checksum(model)}".encode()).hexdigest()[:16]
 
 
 def resolve_engine(engine: str) -> str:

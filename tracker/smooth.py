@@ -5,10 +5,10 @@ cutoff rises with speed: ``cutoff = min_cutoff + beta * |speed|``, the speed its
 low-passed derivative (cutoff ``d_cutoff``). Still faces are smoothed hard (jitter goes), moving
 ones lightly (little lag).
 
-Every coordinate of a face's 68 x 2 points is filtered independently in one kernel call. The
-speed that drives the cutoff is measured in face sizes per second (pixels per second divided by
-the larger side of the face's landmark box), so one setting suits a face at any distance; the
-filter itself works on pixels, so a face growing or shrinking does not disturb it.
+Every coordinate of a face's 68 x 2 points is filtered independently, all in one kernel call.
+Speeds are measured in face sizes per second (pixels per second over the larger side of the
+face's landmark box), so one setting suits a face at any distance; the filter itself works on
+pixels, so a face growing or shrinking does not disturb it.
 
 State lives per face id: created when an id first appears, discarded as soon as a frame arrives
 without it (a lost face that comes back starts afresh). Time steps come from the frames'
@@ -40,7 +40,7 @@ class OneEuroParams:
 
     min_cutoff: float = 1.0
     beta: float = 10.0
-    d_cutoff: float = 1.0
+    d_cutoff: float = 3.0
     fallback_fps: float = 30.0
 
     def __post_init__(self) -> None:
@@ -60,26 +60,26 @@ def _alpha(cutoff: float, dt: float) -> float:
 @nb.njit(cache=True)
 def one_euro_step(x: np.ndarray, dt: float, scale: float, x_hat: np.ndarray, dx_hat: np.ndarray,
                   min_cutoff: float, beta: float, d_cutoff: float, out: np.ndarray) -> None:
-    """Filter one sample ``x`` (flat float64) in place of the state ``x_hat``/``dx_hat``.
+    """Filter one sample ``x`` (any shape, float64) in place of the state ``x_hat``/``dx_hat``.
 
-    ``out`` receives the filtered values. A non-finite input passes through and leaves its
-    coordinate's state untouched.
+    ``out`` receives the filtered values. ``scale`` divides the speeds (face size in pixels).
+    A non-finite input passes through and leaves its coordinate's state untouched.
     """
+    xs, xh, dxh, o = x.ravel(), x_hat.ravel(), dx_hat.ravel(), out.ravel()
     a_d = _alpha(d_cutoff, dt)
     inv_scale = 1.0 / scale
-    for i in range(x.size):
-        xi = x[i]
+    for i in range(xs.size):
+        xi = xs[i]
         if not math.isfinite(xi):
-            out[i] = xi
+            o[i] = xi
             continue
-        dx = (xi - x_hat[i]) / dt
-        edx = dx_hat[i] + a_d * (dx - dx_hat[i])
+        dx = (xi - xh[i]) / dt
+        edx = dxh[i] + a_d * (dx - dxh[i])
         cutoff = min_cutoff + beta * abs(edx) * inv_scale
         a = _alpha(cutoff, dt)
-        xf = x_hat[i] + a * (xi - x_hat[i])
-        x_hat[i] = xf
-        dx_hat[i] = edx
-        out[i] = xf
+        xh[i] += a * (xi - xh[i])
+        dxh[i] = edx
+        o[i] = xh[i]
 
 
 def face_scale(points: np.ndarray) -> float:
@@ -104,8 +104,8 @@ class OneEuroFilter:
         self._x = self._dx = self._t = None
 
     def __call__(self, points: np.ndarray, t: float, scale: float | None = None) -> np.ndarray:
-        """Filtered copy of ``points`` (any shape, float32 out) observed at time ``t`` seconds."""
-        x = np.asarray(points, dtype=np.float64).ravel()
+        """Filtered copy of ``points`` (K, 2) (float32) observed at time ``t`` seconds."""
+        x = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 2)
         if self._x is None or self._x.shape != x.shape:
             self._x = np.where(np.isfinite(x), x, 0.0)
             self._dx = np.zeros_like(x)
@@ -116,7 +116,7 @@ class OneEuroFilter:
         if not (math.isfinite(dt) and dt > 0):
             dt = 1.0 / p.fallback_fps
         self._t = t if math.isfinite(t) else (self._t or 0.0) + dt
-        s = face_scale(np.asarray(points).reshape(-1, 2)) if scale is None else max(scale, 1.0)
+        s = face_scale(x) if scale is None else max(scale, 1.0)
         out = np.empty_like(x)
         one_euro_step(x, dt, s, self._x, self._dx, p.min_cutoff, p.beta, p.d_cutoff, out)
         return out.reshape(np.shape(points)).astype(np.float32)
@@ -164,8 +164,8 @@ class SmoothStage(Stage):
 
 def warmup() -> None:
     """Load (or compile once, to the disk cache) the kernel."""
-    x = np.zeros(2)
-    one_euro_step(x, 1.0 / 30, 1.0, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty(2))
+    x = np.zeros((2, 2))
+    one_euro_step(x, 1.0 / 30, 1.0, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty((2, 2)))
 
 
 def create_smooth_stage(cfg: Config) -> SmoothStage | None:

@@ -26,6 +26,7 @@ from tracker.data import Sample, photometric
 from tracker.roi import box_from_points, crop_affine, rotated_roi, transform_points, warp_crop
 
 LEFT_OUTER, RIGHT_OUTER = 36, 45
+DATA_VERSION = 2  # bump when the synthesis changes (names the cached crops)
 MOTIONS = {  # shift (face sizes/frame), rotation (deg/frame), log-zoom and shear per frame
     "still": (0.004, 0.3, 0.003, 0.002),
     "slow": (0.03, 1.5, 0.015, 0.01),
@@ -72,9 +73,17 @@ def _motion(rng: np.random.Generator, kind: str, face: float, scale: float = 1.0
 def _occluder(rng: np.random.Generator, textures: list[np.ndarray]) -> dict[str, object]:
     """Occluder placement relative to the face box (stays put on the face across frames)."""
     tex = textures[int(rng.integers(len(textures)))]
-    return {"w": rng.uniform(0.25, 0.6), "h": rng.uniform(0.25, 0.6), "cx": rng.uniform(0, 1),
-            "cy": rng.uniform(0, 1), "ellipse": rng.random() < 0.5, "kind": rng.random(),
-            "colour": rng.integers(0, 256, 3, dtype=np.uint8), "tex": tex,
+    if rng.random() < 0.5:  # something over the face
+        w, h = rng.uniform(0.25, 0.6, 2)
+        cx, cy = rng.uniform(0, 1, 2)
+    else:  # something big coming in from a side (a hand, a shoulder, a microphone)
+        w, h = rng.uniform(0.5, 1.0, 2)
+        side = int(rng.integers(4))
+        depth = rng.uniform(-0.4, 0.3)  # how far its centre is inside the face's edge
+        along = rng.uniform(0.1, 0.9)
+        cx, cy = [(depth, along), (1 - depth, along), (along, depth), (along, 1 - depth)][side]
+    return {"w": w, "h": h, "cx": cx, "cy": cy, "ellipse": rng.random() < 0.5,
+            "kind": rng.random(), "colour": rng.integers(0, 256, 3, dtype=np.uint8), "tex": tex,
             "angle": float(rng.uniform(0, 180))}
 
 
@@ -93,8 +102,9 @@ def _occlude(crop: np.ndarray, gt: np.ndarray, occ: dict[str, object],
         cv2.rectangle(mask, (int(cx - w / 2), int(cy - h / 2)), (int(cx + w / 2), int(cy + h / 2)),
                       1, -1)
     kind = float(occ["kind"])
-    if kind < 0.3:
-        fill = np.broadcast_to(np.asarray(occ["colour"]), crop.shape)
+    if kind < 0.3:  # flat colour with a little grain
+        grain = rng.normal(0, 8, crop.shape)
+        fill = np.clip(np.asarray(occ["colour"], np.float32) + grain, 0, 255).astype(np.uint8)
     elif kind < 0.45:
         fill = rng.integers(0, 256, crop.shape, dtype=np.uint8)
     else:

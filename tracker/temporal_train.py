@@ -30,7 +30,7 @@ import numpy as np
 
 from tracker.data import Sample, load_folder
 from tracker.temporal import TemporalConfig, TemporalDenoiser, save_temporal
-from tracker.temporal_data import Clips, run_rcn, synthesise, to_clips
+from tracker.temporal_data import DATA_VERSION, Clips, run_rcn, synthesise, to_clips
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ def cached_clips(cfg: TemporalTrainConfig, split: str, samples: list[Sample], va
     """Crops cached per (split, variants, frames, seed); RCN outputs per RCN weights."""
     cache = Path(cfg.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    base = f"{split}-{variants}x{cfg.frames}-{seed}-{len(samples)}-{size}"
+    base = f"{split}-v{DATA_VERSION}-{variants}x{cfg.frames}-{seed}-{len(samples)}-{size}"
     crops_path = cache / f"{base}-crops.npz"
     rcn_path = cache / f"{base}-rcn-{_sha256(cfg.rcn)[:12]}.npz"
     if crops_path.exists():
