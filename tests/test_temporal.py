@@ -261,3 +261,12 @@ def test_crop_affine_unit_size_is_the_normalised_frame() -> None:
     m = crop_affine((50.0, 40.0), 20.0, 0.0, 1)
     np.testing.assert_allclose(transform_points(m, np.array([[50.0, 40.0], [60.0, 40.0]])),
                                [[0.0, 0.0], [0.5, 0.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("blend", [1.0, 0.5, 0.0])
+def test_blend_scales_the_correction(blend: float) -> None:
+    tc = TemporalConfig(hidden=4, layers=1, blend=blend)
+    bias = np.full(136, 0.02, np.float32)
+    den = TemporalDenoiser(tc, [np.zeros((tc.n_inputs, 4)), np.zeros(4), np.zeros((4, 136)), bias])
+    args = batch(2)
+    np.testing.assert_allclose(den(*args), args[0] + 0.02 * blend, atol=1e-6)
