@@ -253,13 +253,13 @@ def run_command(
         float | None,
         typer.Option(min=0.001, show_default=False,
                      help="One Euro cutoff (Hz) of a still face: lower = steadier, more lag "
-                     "(default 1.0)."),
+                     "(default 0.5)."),
     ] = None,
     beta: Annotated[
         float | None,
         typer.Option(min=0.0, show_default=False,
                      help="One Euro speed coefficient (per face size/s): higher = less lag "
-                     "when moving (default 10)."),
+                     "when moving (default 15)."),
     ] = None,
     d_cutoff: Annotated[
         float | None,

@@ -63,8 +63,8 @@ class SmoothConfig:
     """One Euro filtering of the landmarks (speeds in face sizes per second)."""
 
     filter: str = "one_euro"  # one_euro | none
-    min_cutoff: float = 1.0  # Hz: cutoff of a still face (lower = smoother, more lag)
-    beta: float = 10.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
+    min_cutoff: float = 0.5  # Hz: cutoff of a still face (lower = smoother, more lag)
+    beta: float = 15.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
     d_cutoff: float = 3.0  # Hz: cutoff of the speed estimate
 
 

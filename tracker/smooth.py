@@ -38,8 +38,8 @@ FILTERS = ("one_euro", "none")
 class OneEuroParams:
     """Filter settings: cutoffs in Hz, ``beta`` in Hz per (face size / s)."""
 
-    min_cutoff: float = 1.0
-    beta: float = 10.0
+    min_cutoff: float = 0.5
+    beta: float = 15.0
     d_cutoff: float = 3.0
     fallback_fps: float = 30.0
 

@@ -48,6 +48,7 @@ class TemporalTrainConfig:
     frames: int = 4  # frames per clip
     hidden: int = 256
     layers: int = 2
+    blend: float = 0.5  # share of the correction applied at run time (see TemporalConfig)
     steps: int = 3000
     batch: int = 64  # clips per step
     lr: float = 2e-3
@@ -121,7 +122,8 @@ def build_net(tc: TemporalConfig) -> Any:
     return nn.Sequential(*layers, head)
 
 
-def forward(net: Any, cur: Any, conf: Any, prev1: Any, prev2: Any, has_prev: Any) -> Any:
+def forward(net: Any, cur: Any, conf: Any, prev1: Any, prev2: Any, has_prev: Any,
+            blend: float = 1.0) -> Any:
     """Corrected points ``(N, K, 2)`` as a differentiable tensor (inputs: arrays or tensors)."""
     import torch
 
@@ -129,10 +131,10 @@ def forward(net: Any, cur: Any, conf: Any, prev1: Any, prev2: Any, has_prev: Any
     n = t[0].shape[0]
     x = torch.cat([t[0].reshape(n, -1), t[1].reshape(n, -1), (t[2] - t[0]).reshape(n, -1),
                    (t[2] - t[3]).reshape(n, -1), t[4].reshape(n, 1)], dim=1)
-    return t[0] + net(x).view(t[0].shape)
+    return t[0] + blend * net(x).view(t[0].shape)
 
 
-def rollout(net: Any, batch: Batch) -> Any:
+def rollout(net: Any, batch: Batch, blend: float = 1.0) -> Any:
     """Run the model closed-loop over the clips; returns corrected points ``(B, T, K, 2)``."""
     import torch
 
@@ -155,7 +157,7 @@ def rollout(net: Any, batch: Batch) -> Any:
             p2 = torch.where(fresh, new_p1, to_here(p1)) if k == 1 else to_here(p1)
             p1 = new_p1
             has = torch.ones(b)
-        outs.append(forward(net, cur[:, k], batch.conf[:, k], p1, p2, has))
+        outs.append(forward(net, cur[:, k], batch.conf[:, k], p1, p2, has, blend))
     return torch.stack(outs, 1)
 
 
@@ -200,14 +202,14 @@ def export_weights(net: Any) -> list[np.ndarray]:
     return weights
 
 
-def evaluate(net: Any, clips: Clips) -> dict[str, float]:
+def evaluate(net: Any, clips: Clips, blend: float = 1.0) -> dict[str, float]:
     """NME (%) of the RCN and of the closed-loop model on all points, occluded points, and
     faces without occlusion (history sharing 65 % of the network's error)."""
     import torch
 
     bt = make_batch(clips, np.arange(len(clips)), None)
     with torch.no_grad():
-        out = rollout(net.eval(), bt).numpy()
+        out = rollout(net.eval(), bt, blend).numpy()
     before = np.linalg.norm(bt.cur - bt.gt, axis=-1) / bt.iod[..., None]
     after = np.linalg.norm(out - bt.gt, axis=-1) / bt.iod[..., None]
     occ = clips.occluded
@@ -269,13 +271,13 @@ def train(cfg: TemporalTrainConfig) -> dict[str, object]:
                        size)
     print(f"clips: train {len(clips)} val {len(val)} x {cfg.frames} frames "
           f"({time.perf_counter() - t0:.0f}s)", flush=True)
-    tc = TemporalConfig(hidden=cfg.hidden, layers=cfg.layers)
+    tc = TemporalConfig(hidden=cfg.hidden, layers=cfg.layers, blend=cfg.blend)
     net = build_net(tc)
     fit(net, clips, cfg.steps, cfg.batch, cfg.lr, cfg.weight_decay,
         np.random.default_rng(cfg.seed),
         log=lambda step, loss: print(f"step {step} loss {loss * 100:.2f}% "
                                      f"({time.perf_counter() - t0:.0f}s)", flush=True))
-    metrics = evaluate(net, val)
+    metrics = evaluate(net, val, cfg.blend)
     weights = export_weights(net)
     TemporalDenoiser(tc, weights)  # checks the shapes
     meta = {
