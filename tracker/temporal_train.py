@@ -18,7 +18,6 @@ random place) or moved, and some clips start without history. Run::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tracker.data import Sample, load_folder
+from tracker.model import file_sha256
 from tracker.temporal import TemporalConfig, TemporalDenoiser, save_temporal
 from tracker.temporal_data import DATA_VERSION, Clips, run_rcn, synthesise, to_clips
 
@@ -224,14 +224,6 @@ def evaluate(net: Any, clips: Clips, blend: float = 1.0) -> dict[str, float]:
     }
 
 
-def _sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_clips(cfg: TemporalTrainConfig, split: str, samples: list[Sample], variants: int,
                  seed: int, size: int) -> Clips:
     """Crops cached per (split, variants, frames, seed); RCN outputs per RCN weights."""
@@ -239,7 +231,7 @@ def cached_clips(cfg: TemporalTrainConfig, split: str, samples: list[Sample], va
     cache.mkdir(parents=True, exist_ok=True)
     base = f"{split}-v{DATA_VERSION}-{variants}x{cfg.frames}-{seed}-{len(samples)}-{size}"
     crops_path = cache / f"{base}-crops.npz"
-    rcn_path = cache / f"{base}-rcn-{_sha256(cfg.rcn)[:12]}.npz"
+    rcn_path = cache / f"{base}-rcn-{file_sha256(cfg.rcn)[:12]}.npz"
     if crops_path.exists():
         with np.load(crops_path) as z:
             arrays = {k: z[k] for k in z.files}
@@ -283,7 +275,7 @@ def train(cfg: TemporalTrainConfig) -> dict[str, object]:
     meta = {
         "trained_with": asdict(cfg),
         "rcn_weights": cfg.rcn,
-        "rcn_sha256": _sha256(cfg.rcn),
+        "rcn_sha256": file_sha256(cfg.rcn),
         "train_clips": len(clips),
         "val_clips": len(val),
         "val_closed_loop": metrics,
