@@ -1,0 +1,41 @@
+"""RCN vs RCN+DKM on faces68/val, clean and with a noise patch over the eyes or the mouth.
+
+    python benchmarks/dkm_occlusion.py RCN.pt DKM.pt [--weights 0,0.5,1] [--limit N]
+
+DKM.pt is a checkpoint from `tracker train --dkm`; its DKM is fused with RCN.pt at each logits
+weight (0 = RCN alone). Prints mean NME (%) per condition, one JSON line per weight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from tracker.engine import create_engine
+from tracker.evaluate import evaluate, load_eval_set
+from tracker.landmarker import Landmarker
+from tracker.model import fuse, load_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("rcn")
+    parser.add_argument("dkm")
+    parser.add_argument("--weights", default="0,0.5,1")
+    parser.add_argument("--data", default="../shared/data/faces68/val")
+    parser.add_argument("--limit", type=int, default=0)
+    args = parser.parse_args()
+    rcn, dkm = load_checkpoint(args.rcn), load_checkpoint(args.dkm)
+    samples = load_eval_set(args.data, args.limit or None)
+    for w in (float(v) for v in args.weights.split(",")):
+        ck = fuse(rcn, dkm, w) if w else rcn
+        lm = Landmarker(ck, create_engine(ck.model, ck.net.size, ck.net.in_channels, "onnxruntime"))
+        row = {"dkm_weight": w}
+        for occ in (None, "eyes", "mouth"):
+            res = evaluate(samples, lm, None, occ)
+            row[occ or "clean"] = round(res.summary()["nme_mean"] * 100, 2)
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
