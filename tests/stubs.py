@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tracker.landmarker import FacePrediction as Pred  # noqa: E402
 from tracker.roi import box_from_points  # noqa: E402
 from tracker.track import TrackStage  # noqa: E402
 from tracker.types import Box  # noqa: E402
-
-
-@dataclass(frozen=True)
-class Pred:
-    points: np.ndarray
-    confidence: np.ndarray
-    presence: float
-    box: Box
 
 
 def face_box(image: np.ndarray) -> Box:

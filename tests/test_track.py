@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from tracker.landmarker import FacePrediction as Pred
 from tracker.roi import (
     box_affine,
     box_from_points,
@@ -30,14 +30,6 @@ def face(cx: float, cy: float, size: float = 40.0, angle_deg: float = 0.0) -> np
     a = math.radians(angle_deg)
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
     return ((GRID - 0.5) * size @ rot.T + [cx, cy]).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Pred:
-    points: np.ndarray
-    confidence: np.ndarray
-    presence: float
-    box: Box
 
 
 class World:
