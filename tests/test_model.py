@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tracker import heatmap
 from tracker.model import (
     DKM,
     VARIANTS,
@@ -20,7 +21,7 @@ from tracker.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from tracker.train import corrupt_points, decode_logits, heatmap_loss
+from tracker.train import corrupt_points, heatmap_loss
 
 SMALL = {name: replace(cfg, widths=tuple(max(4, w // 8) for w in cfg.widths), size=32)
          for name, cfg in VARIANTS.items()}
@@ -81,10 +82,10 @@ def test_points_outside_map_carry_no_loss() -> None:
 
 
 @pytest.mark.parametrize("x,y", [(3.0, 7.0), (10.3, 4.6), (0.0, 15.0)])
-def test_decode_logits_recovers_gaussian_peak(x: float, y: float) -> None:
+def test_heatmap_decode_recovers_peak_of_trained_target(x: float, y: float) -> None:
     pts = torch.tensor([[[x, y]]])
     logits = keypoint_maps(pts, 16, 1.5).log().clamp_min(-80)
-    got = decode_logits(logits)[0, 0]
+    got = torch.from_numpy(heatmap.decode(logits.numpy())[0])[0, 0]
     assert torch.allclose(got, pts[0, 0], atol=0.05)
     assert torch.equal(argmax_points(logits)[0, 0], pts[0, 0].round())
 

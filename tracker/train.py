@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tracker import heatmap
 from tracker.data import Augment, Preprocess, Sample, batches, face_crop, load_folder
 from tracker.metrics import nme
 from tracker.model import (
@@ -68,30 +69,6 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> to
     inside = ((points >= 0) & (points <= h - 1)).all(-1).to(logits.dtype)
     ce = -(target * F.log_softmax(logits.reshape(n, k, -1), dim=-1)).sum(-1)
     return (ce * inside).sum() / inside.sum().clamp_min(1.0)
-
-
-def decode_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Argmax plus a parabola fit on the logits (validation helper; runtime uses heatmap.py)."""
-    n, k, h, w = logits.shape
-    flat = logits.reshape(n, k, -1)
-    idx = flat.argmax(-1)
-    x, y = idx % w, idx // w
-    pad = F.pad(logits, (1, 1, 1, 1), mode="replicate").reshape(n, k, -1)
-    wp = w + 2
-
-    def at(dx: int, dy: int) -> torch.Tensor:
-        return pad.gather(-1, ((y + 1 + dy) * wp + x + 1 + dx)[..., None])[..., 0]
-
-    c = at(0, 0)
-    ox = _vertex(at(-1, 0), c, at(1, 0)) * ((x > 0) & (x < w - 1))
-    oy = _vertex(at(0, -1), c, at(0, 1)) * ((y > 0) & (y < h - 1))
-    return torch.stack([x + ox, y + oy], -1).float()
-
-
-def _vertex(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    den = a - 2 * b + c
-    off = torch.where(den < -1e-6, 0.5 * (a - c) / den, torch.zeros_like(b))
-    return off.clamp(-0.5, 0.5)
 
 
 def _val_batches(samples: list[Sample], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -205,7 +182,7 @@ class Trainer:
             logits = self.model(torch.from_numpy(self.pre(crops)))
             pts_t = torch.from_numpy(pts)
             losses.append(float(heatmap_loss(logits, pts_t, self.cfg.sigma)) * len(crops))
-            errs.append(nme(decode_logits(logits).numpy(), pts))
+            errs.append(nme(heatmap.decode(np.ascontiguousarray(logits.numpy()))[0], pts))
         return sum(losses) / len(self.val_set), float(np.concatenate(errs).mean())
 
     def save(self, name: str, val_nme: float) -> None:
