@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from tracker import heatmap
-from tracker.data import Augment, Preprocess, Sample, batches, face_crop, load_folder
+from tracker.data import Augment, Preprocess, batches, load_folder
 from tracker.metrics import nme
 from tracker.model import (
     DKM,
@@ -71,14 +71,6 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> to
     return (ce * inside).sum() / inside.sum().clamp_min(1.0)
 
 
-def _val_batches(samples: list[Sample], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    crops, pts = zip(*(face_crop(s.image, s.points, size, None, None) for s in samples), strict=True)
-    out = []
-    for i in range(0, len(crops), 64):
-        out.append((np.stack(crops[i : i + 64]), np.stack(pts[i : i + 64]).astype(np.float32)))
-    return out
-
-
 def corrupt_points(points: torch.Tensor, size: int, gen: torch.Generator,
                    max_frac: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
     """Move or hide a random subset of keypoints (the DKM's training noise)."""
@@ -122,7 +114,8 @@ class Trainer:
         limit = cfg.limit or None
         self.train_set = load_folder(cfg.train, limit)
         self.val_set = load_folder(cfg.val, limit)
-        self.val = _val_batches(self.val_set, self.net.size)
+        # fixed, un-augmented validation crops, built once
+        self.val = list(batches(self.val_set, self.net.size, 64, self.rng, None, shuffle=False))
         steps = cfg.epochs * math.ceil(len(self.train_set) / cfg.batch)
         self.opt = torch.optim.AdamW(self.trainable.parameters(), lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)
