@@ -183,6 +183,7 @@ class Augment:
 
     scale: float = 0.15
     rotate_deg: float = 30.0
+    rotate_sigma: float = 0.0  # > 0: normal(0, sigma) clipped to +-rotate_deg; 0: uniform
     shift: float = 0.08
     box_jitter: float = 0.05
     flip: bool = True
@@ -207,7 +208,7 @@ def face_crop(
         side *= math.exp(rng.uniform(-aug.scale, aug.scale)) * (1 + rng.uniform(-j, j))
         cx += side * rng.uniform(-aug.shift, aug.shift)
         cy += side * rng.uniform(-aug.shift, aug.shift)
-        angle = math.radians(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
+        angle = math.radians(_rotation(rng, aug))
     m = crop_affine((cx, cy), side, angle, size)
     crop = warp_crop(image, m, size)
     pts = transform_points(m, points)
@@ -221,6 +222,13 @@ def face_crop(
         if rng.random() < aug.occlude_p:
             crop = occlude(crop, rng)
     return crop, pts
+
+
+def _rotation(rng: np.random.Generator, aug: Augment) -> float:
+    """Random angle in degrees within +-rotate_deg (uniform, or normal when rotate_sigma > 0)."""
+    if aug.rotate_sigma > 0:
+        return float(np.clip(rng.normal(0.0, aug.rotate_sigma), -aug.rotate_deg, aug.rotate_deg))
+    return float(rng.uniform(-aug.rotate_deg, aug.rotate_deg))
 
 
 def photometric(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -32,7 +32,7 @@ from torch import nn
 
 from tracker import heatmap
 
-ENGINES = ("auto", "onnxruntime", "onnx", "torch", "tensorrt", "cuda")
+ENGINES = ("auto", "openvino", "openvino-fp32", "onnxruntime", "onnx", "torch", "tensorrt", "cuda")
 TENSORRT_HINT = (
     "the TensorRT engine needs an NVIDIA GPU with CUDA and torch-tensorrt: on a CUDA machine "
     "run pip install 'tracker[tensorrt]' (GPU without TensorRT: --engine cuda; CPU: --engine "
@@ -110,6 +110,22 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def cached_onnx(model: nn.Module, size: int, channels: int, key: str) -> tuple[bytes, Path]:
+    """The model's ONNX export, from the cache when present (written there otherwise)."""
+    path = cache_dir() / f"{key}.onnx"
+    if path.exists():
+        return path.read_bytes(), path
+    data = onnx_bytes(model, size, channels)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs the export time
+    return data, path
+
+
 class OnnxRuntimeEngine(HostDecode):
     """ONNX Runtime CPU session over the exported model (cached by weights checksum).
 
@@ -125,18 +141,7 @@ class OnnxRuntimeEngine(HostDecode):
             import onnxruntime as ort
         except ImportError as exc:
             raise EngineError("onnxruntime is not installed: pip install onnxruntime") from exc
-        path = cache_dir() / f"{key}.onnx"
-        if path.exists():
-            data = path.read_bytes()
-        else:
-            data = onnx_bytes(model, size, channels)
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(path)
-            except OSError:
-                pass  # a read-only cache only costs the export time
+        data, path = cached_onnx(model, size, channels, key)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or ORT_THREADS
         opts.inter_op_num_threads = 1
@@ -157,6 +162,15 @@ class OnnxRuntimeEngine(HostDecode):
 def cuda_available() -> bool:
     """True when torch can use a CUDA GPU."""
     return torch.cuda.is_available()
+
+
+def openvino_available() -> bool:
+    """True when the OpenVINO runtime can be imported."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def tensorrt_available() -> bool:
@@ -194,7 +208,9 @@ def resolve_engine(engine: str) -> str:
     if engine == "auto":
         if tensorrt_available():
             return "tensorrt"
-        return "cuda" if cuda_available() else "onnxruntime"
+        if cuda_available():
+            return "cuda"
+        return "openvino" if openvino_available() else "onnxruntime"
     return engine
 
 
@@ -219,6 +235,17 @@ def create_engine(model: nn.Module, size: int, channels: int, engine: str = "aut
         return create_gpu_engine(wanted, model, size, channels, max_batch=max_batch,
                                  precision=precision, name=name, config=config or {},
                                  directory=engines_dir)
+    if wanted.startswith("openvino"):
+        from tracker.engine_openvino import OpenVinoEngine
+
+        try:
+            data, _ = cached_onnx(model, size, channels,
+                                  model_key(model, f"ort-{size}-{channels}-{torch.__version__}"))
+            return OpenVinoEngine(data, threads, "fp32" if wanted == "openvino-fp32" else "auto")
+        except EngineError:
+            if engine != "auto":
+                raise
+            wanted = "onnxruntime"
     if wanted == "onnxruntime":
         try:
             key = model_key(model, f"ort-{size}-{channels}-{torch.__version__}")

@@ -53,6 +53,8 @@ VARIANTS: dict[str, NetConfig] = {
     # CPU real-time: thin fine levels, 3x3 decoder
     "rcn_lite": NetConfig("rcn", 64, 1, (16, 32, 48, 64, 64), 2, 3),
     "sumnet_lite": NetConfig("sumnet", 64, 1, (16, 32, 48, 64, 64), 2, 3),
+    # lite with wider coarse levels (2x params, ~+0.2 ms on the CPU)
+    "rcn_lite_wide": NetConfig("rcn", 64, 1, (16, 32, 48, 96, 128), 2, 3),
 }
 
 

@@ -232,7 +232,12 @@ class TrackStage(Stage):
     def _is_cut(self, image: np.ndarray) -> bool:
         if self.cut_threshold <= 0:
             return False
-        small = cv2.resize(image, CUT_THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
+        # area-average a strided sample about twice the thumbnail's size (a full-frame
+        # INTER_AREA resize cost ~0.13 ms a 640x360 frame; this ~0.01 ms)
+        h, w = image.shape[:2]
+        step = max(1, min(h // (2 * CUT_THUMB[1]), w // (2 * CUT_THUMB[0])))
+        small = cv2.resize(image[::step, ::step], CUT_THUMB,
+                           interpolation=cv2.INTER_AREA).astype(np.int16)
         prev, self._thumb = self._thumb, small
         if prev is None or prev.shape != small.shape:
             return False

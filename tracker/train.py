@@ -56,6 +56,9 @@ class TrainConfig:
     init: str = ""
     limit: int = 0
     resume: bool = False
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off)
+    rotate_sigma: float = 0.0  # rotation augmentation: 0 uniform in +-30 deg, else normal(0, sigma)
+    occlude_p: float = 0.3
 
 
 def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -109,7 +112,7 @@ class Trainer:
         else:
             self.model = build_model(self.net)
             if cfg.init:
-                self.model.load_state_dict(load_checkpoint(cfg.init).model.state_dict())
+                self.init_from(cfg.init)
             self.trainable = self.model
         limit = cfg.limit or None
         self.train_set = load_folder(cfg.train, limit)
@@ -121,16 +124,32 @@ class Trainer:
                                      weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, cfg.lr, total_steps=steps,
                                                          pct_start=0.05)
+        self.ema = None
+        if cfg.ema > 0:
+            self.ema = torch.optim.swa_utils.AveragedModel(
+                self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
+                use_buffers=True)
         self.epoch = 0
         self.best = float("inf")
         if cfg.resume and (self.out / "last.pt").exists():
             state = torch.load(self.out / "last.pt", map_location="cpu", weights_only=False)
             self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
             self.epoch, self.best = state["epoch"], state["best"]
             self.rng = state["rng"]
             self.gen.set_state(state["gen"])
+
+    def init_from(self, path: str) -> None:
+        """Copy every weight whose name and shape match ``path``'s model (warm start)."""
+        src = load_checkpoint(path).model.state_dict()
+        own = self.model.state_dict()
+        same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+        own.update(same)
+        self.model.load_state_dict(own)
+        print(f"# init: {len(same)}/{len(own)} tensors from {path}", flush=True)
 
     def log(self, line: str) -> None:
         print(line, flush=True)
@@ -143,7 +162,9 @@ class Trainer:
         if cfg.dkm:
             self.model.rcn.eval()
         total, count = 0.0, 0
-        aug = Augment(photometric=False, occlude_p=0.0) if cfg.dkm else Augment()
+        aug = Augment(rotate_sigma=cfg.rotate_sigma, occlude_p=cfg.occlude_p)
+        if cfg.dkm:
+            aug = replace(aug, photometric=False, occlude_p=0.0)
         for crops, pts in batches(self.train_set, self.net.size, cfg.batch, self.rng, aug):
             pts_t = torch.from_numpy(pts)
             if cfg.dkm:
@@ -155,6 +176,8 @@ class Trainer:
             loss.backward()
             self.opt.step()
             self.sched.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             total += float(loss.detach()) * len(crops)
             count += len(crops)
         return total / max(count, 1)
@@ -167,12 +190,18 @@ class Trainer:
         prior = F.interpolate(dkm(maps), size=(size, size), mode="bilinear", align_corners=False)
         return heatmap_loss(prior, pts, self.cfg.sigma)
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """The weights that are validated and saved as ``best.pt`` (the EMA when enabled)."""
+        return self.ema.module if self.ema is not None else self.model
+
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         losses, errs = [], []
         for crops, pts in self.val:
-            logits = self.model(torch.from_numpy(self.pre(crops)))
+            logits = model(torch.from_numpy(self.pre(crops)))
             pts_t = torch.from_numpy(pts)
             losses.append(float(heatmap_loss(logits, pts_t, self.cfg.sigma)) * len(crops))
             errs.append(nme(heatmap.decode(np.ascontiguousarray(logits.numpy()))[0], pts))
@@ -181,7 +210,7 @@ class Trainer:
     def save(self, name: str, val_nme: float) -> None:
         meta = {"train_config": asdict(self.cfg), "epoch": self.epoch, "val_nme": val_nme,
                 "preprocess": asdict(self.pre), "params": count_params(self.model)}
-        save_checkpoint(self.out / name, self.model, self.net, self.dkm_cfg, meta)
+        save_checkpoint(self.out / name, self.eval_model, self.net, self.dkm_cfg, meta)
 
     def run(self) -> float:
         cfg = self.cfg
@@ -195,9 +224,11 @@ class Trainer:
             if val_nme < self.best:
                 self.best = val_nme
                 self.save("best.pt", val_nme)
+            ema = self.ema.state_dict() if self.ema is not None else None
             torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                         "sched": self.sched.state_dict(), "epoch": self.epoch, "best": self.best,
-                        "rng": self.rng, "gen": self.gen.get_state()}, self.out / "last.tmp")
+                        "rng": self.rng, "gen": self.gen.get_state(), "ema": ema},
+                       self.out / "last.tmp")
             (self.out / "last.tmp").replace(self.out / "last.pt")
             self.log(f"epoch {self.epoch:3d} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
                      f"val_nme {val_nme * 100:.2f}% best {self.best * 100:.2f}% "
