@@ -1,0 +1,66 @@
+"""Training loop: weight EMA (validated, saved, resumed), partial warm start, rotation sampling."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tracker.data import Augment, _rotation, write_pts
+from tracker.model import load_checkpoint
+from tracker.train import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(root / f"p{i}.jpg"), rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+        write_pts(root / f"p{i}.pts", rng.uniform(30, 66, (68, 2)))
+    return root
+
+
+def _cfg(folder: Path, out: Path, **kw: object) -> TrainConfig:
+    return replace(TrainConfig(train=str(folder), val=str(folder), out=str(out), epochs=1, batch=3,
+                               threads=1), **kw)
+
+
+def test_ema_weights_are_validated_saved_and_resumed(folder: Path, tmp_path: Path) -> None:
+    cfg = _cfg(folder, tmp_path, ema=0.5)
+    trainer = Trainer(cfg)
+    trainer.run()
+    raw = trainer.model.state_dict()["head.weight"]
+    ema = trainer.ema.module.state_dict()["head.weight"]
+    assert not torch.equal(raw, ema)  # the average lags the raw weights
+    saved = load_checkpoint(tmp_path / "best.pt").model.state_dict()["head.weight"]
+    assert torch.equal(saved, ema)  # epoch 1 is always the best so far: its EMA was saved
+    resumed = Trainer(replace(cfg, resume=True))
+    assert resumed.epoch == 1
+    assert torch.equal(resumed.ema.module.state_dict()["head.weight"], ema)
+
+
+def test_warm_start_copies_only_matching_tensors(folder: Path, tmp_path: Path) -> None:
+    Trainer(_cfg(folder, tmp_path / "lite")).run()
+    src = load_checkpoint(tmp_path / "lite" / "best.pt").model.state_dict()
+    wide = Trainer(_cfg(folder, tmp_path / "wide", model="rcn_lite_wide",
+                        init=str(tmp_path / "lite" / "best.pt")))
+    own = wide.model.state_dict()
+    same = [k for k in own if own[k].shape == src[k].shape]
+    different = [k for k in own if own[k].shape != src[k].shape]
+    assert same and different
+    assert all(torch.equal(own[k], src[k]) for k in same)
+
+
+def test_rotation_is_uniform_or_clipped_normal() -> None:
+    rng = np.random.default_rng(3)
+    uniform = np.array([_rotation(rng, Augment()) for _ in range(4000)])
+    normal = np.array([_rotation(rng, Augment(rotate_sigma=12.0)) for _ in range(4000)])
+    assert np.abs(uniform).max() <= 30 and np.abs(normal).max() <= 30
+    assert uniform.std() == pytest.approx(30 / np.sqrt(3), rel=0.05)
+    assert normal.std() == pytest.approx(12.0, rel=0.08)
+    assert (np.abs(normal) == 30).any()  # the tail is clipped to the range, not redrawn
