@@ -2,12 +2,14 @@
 
 Paths: eager NCHW, eager channels_last, TorchScript trace + freeze + optimize_for_inference,
 torch.compile (``--compile``; ~1 min to compile), ONNX Runtime with 1 and 2 intra-op threads,
+OpenVINO fp32 and (where the CPU has native bfloat16) bf16 with 1 thread (``--accuracy``: their
+val NME and point error against eager fp32),
 and ONNX Runtime int8 static QDQ quantisation (``--int8``; calibrated on faces68/train crops,
 scored on faces68/val). Each path is timed in rounds interleaved with the others (the machine is
 shared), reporting the median wall and calling-thread CPU ms; accuracy is the max logit error
 vs eager fp32 (and NME for int8).
 
-Run: python benchmarks/engine_bench.py [--weights W] [--threads 1] [--compile] [--int8]
+Run: python benchmarks/engine_bench.py [--weights W] [--threads 1] [--compile] [--int8] [--accuracy]
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100, help="timed calls per round")
     parser.add_argument("--compile", action="store_true", help="include torch.compile")
     parser.add_argument("--int8", action="store_true", help="include ORT int8 (needs faces68)")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="OpenVINO val NME and point error vs eager fp32 (needs faces68)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
@@ -87,6 +91,26 @@ def main() -> None:
     for threads in (1, 2):
         sess = ort_session(str(onnx_path), threads)
         paths[f"onnxruntime {threads} thread"] = lambda sess=sess: sess.run(None, {"input": x})[0]
+    from tracker.engine_openvino import OpenVinoEngine, bf16_supported
+
+    ov_engines = {"fp32": OpenVinoEngine(onnx_path.read_bytes(), 1, "fp32")}
+    if bf16_supported():
+        ov_engines["bf16"] = OpenVinoEngine(onnx_path.read_bytes(), 1, "bf16")
+    for prec, eng in ov_engines.items():
+        paths[f"openvino {prec} 1 thread"] = lambda eng=eng: eng.infer(x)
+    if args.accuracy:
+        from tracker import heatmap
+
+        val, truth = crops(DATA / "val", None)
+        ref_val = np.concatenate([eager(torch.from_numpy(val[i:i + 64])).numpy()
+                                  for i in range(0, len(val), 64)])
+        ref_pts = heatmap.decode(ref_val)[0]
+        print(f"eager fp32: val NME {nme(ref_pts, truth):.3f}% on {len(val)} faces (crop-box crops)")
+        for prec, eng in ov_engines.items():
+            pts = np.concatenate([eng.predict(val[i:i + 1])[0] for i in range(len(val))])
+            d = np.linalg.norm(pts - ref_pts, axis=-1)
+            print(f"openvino {prec}: val NME {nme(pts, truth):.3f}%; point error vs eager fp32 "
+                  f"mean {d.mean():.3f} px, p99 {np.percentile(d, 99):.3f} px, max {d.max():.2f} px")
     if args.int8:
         from onnxruntime.quantization import (
             CalibrationDataReader,

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from tracker.cli import CliError, ExitCode, known_errors
+from tracker.config import ENGINE_HELP
 
 DEFAULT_BATCHES = (1, 4, 8, 32)
 
@@ -220,7 +221,7 @@ def bench_command(
                                           "lavfi:GRAPH (as for `tracker run`).")],
     frames: Annotated[int, typer.Option(min=0, help="Frames to process (0 = all).")] = 300,
     engine: Annotated[str | None, typer.Option(
-        show_default=False, help="auto, onnxruntime, torch, tensorrt or cuda (default auto).")] = None,
+        show_default=False, help=ENGINE_HELP)] = None,
     weights: Annotated[str | None, typer.Option(
         show_default=False, help="Landmark weights (default: the shipped model).")] = None,
     config: Annotated[str | None, typer.Option("--config", "-c", show_default=False,

@@ -25,6 +25,7 @@ import typer
 from typer.core import TyperGroup
 
 from tracker import __version__
+from tracker.config import ENGINE_HELP
 
 
 class ExitCode(IntEnum):
@@ -269,7 +270,7 @@ def run_command(
     engine: Annotated[
         str | None,
         typer.Option(show_default=False,
-                     help="Landmark engine: auto, onnxruntime, torch, tensorrt or cuda (default auto)."),
+                     help="Landmark engine: " + ENGINE_HELP),
     ] = None,
     weights: Annotated[
         str | None,

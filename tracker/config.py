@@ -33,6 +33,8 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
+ENGINE_HELP = "auto, openvino, openvino-fp32, onnxruntime, torch, tensorrt or cuda (default auto)."
+
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     """What to read and where to write."""
@@ -72,7 +74,7 @@ class SmoothConfig:
 class ModelConfig:
     """The landmark engine."""
 
-    engine: str = "auto"  # auto | onnxruntime (alias onnx) | torch | tensorrt | cuda
+    engine: str = "auto"  # see tracker.engine.ENGINES
     weights: str | None = None  # None = the embedded default weights
 
 

@@ -5,15 +5,16 @@ Every engine maps a float32 batch ``(N, C, S, S)`` of normalised crops to landma
 decode with :mod:`tracker.heatmap`, GPU engines on the device).
 
 ``auto`` picks TensorRT when CUDA and torch-tensorrt are present, the CUDA-graph engine when
-only CUDA is, else ONNX Runtime on the CPU, else eager torch.
+only CUDA is, else OpenVINO on the CPU (bf16 where the CPU has native bfloat16, see
+:mod:`tracker.engine_openvino`), else ONNX Runtime, else eager torch.
 
-CPU choice, measured for ``rcn_lite`` at batch 1 on the shared 2-core machine (thread-CPU ms per
-call, ``python benchmarks/engine_bench.py [--compile] [--int8]``): ONNX Runtime, one intra-op
-thread 1.3; torch.compile 2.1-2.6; eager channels_last 3.0; TorchScript freeze 3.2; eager NCHW
-4.1. (The model is 115 M multiply-adds a call: ONNX Runtime sustains ~90 GMAC/s.) A second intra-op
-thread did not lower p50 while the other core was busy and raised p90 from ~5 to ~6-13 ms.
-int8 static quantisation (QDQ, per-channel) took 0.8 ms but raised val NME from 5.61 % to
-5.69 % (failures 8.8 % -> 9.3 %), so it is not used.
+CPU choice, measured for ``rcn_lite`` at batch 1 on the shared 2-core machine (AVX512-BF16 EPYC,
+both cores busy with training; ``python benchmarks/engine_bench.py --accuracy``, wall p50 ms):
+OpenVINO bf16 0.81; ONNX Runtime 1 thread 1.21, 2 threads 1.25; OpenVINO fp32 1.29; eager
+channels_last 2.87; TorchScript freeze 3.15; eager NCHW 3.87 (earlier: torch.compile 2.1-2.6).
+bf16 moves points by 0.10 px on average (p99 0.50 px) and val NME 4.635 -> 4.650 %.
+int8 static quantisation in ONNX Runtime (QDQ, per-channel) took 0.8 ms but raised val NME
+(5.61 -> 5.69 % on an earlier checkpoint), so it is not used.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tracker.cli import CliError, ExitCode, known_errors
+from tracker.config import ENGINE_HELP
 
 TRAIN_DIR = "../shared/data/faces68/train"
 VAL_DIR = "../shared/data/faces68/val"
@@ -56,7 +57,7 @@ def eval_command(
     data: Annotated[str, typer.Option(help="Folder of images + .pts (300-W style).")] = VAL_DIR,
     model: Annotated[str | None, typer.Option("--model", "--weights",
                                               help="Weights file (default: embedded model).")] = None,
-    engine: Annotated[str, typer.Option(help="auto, torch, onnxruntime or tensorrt.")] = "auto",
+    engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "auto",
     detector: Annotated[bool, typer.Option("--detector",
                                            help="Use the package's face detector (a miss fails).")] = False,
     occlude: Annotated[str | None, typer.Option(help="Cover 'eyes' or 'mouth' with a noise patch.")] = None,
