@@ -118,6 +118,8 @@ def test_overrides_replace_single_fields(overrides: dict[str, Any], key: str, va
         ({"nope.x": 1}, r"unknown config section 'nope'"),
         ({"track.max_faces": 0}, r"must be >= 1"),
         ({"track.max_faces": "3"}, r"must be int"),
+        ({"run.preset": "warp"}, r"'run\.preset' must be one of ultrafast, superfast"),
+        ({"run.crf": 52}, r"'run\.crf' must be in \[0, 51\]"),
     ],
 )
 def test_bad_overrides(overrides: dict[str, Any], message: str) -> None:

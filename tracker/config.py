@@ -33,6 +33,9 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+)
 ENGINE_HELP = "auto, openvino, openvino-fp32, onnxruntime, torch, tensorrt or cuda (default auto)."
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ class RunConfig:
     jsonl: str | None = None  # one JSON line of landmarks per frame ("-" = stdout)
     show: bool = False  # preview window
     max_frames: int = 0  # stop after this many frames (0 = until the source ends)
+    preset: str = "superfast"  # x264 preset of the annotated video (tracker.encode.X264_PRESETS)
+    crf: int = 20  # x264 constant rate factor of the annotated video (0-51, lower = better)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +189,8 @@ class Config:
             ("smooth.beta", self.smooth.beta >= 0, "must be >= 0"),
             ("smooth.d_cutoff", self.smooth.d_cutoff > 0, "must be > 0"),
             ("run.max_frames", self.run.max_frames >= 0, "must be >= 0"),
+            ("run.preset", self.run.preset in X264_PRESETS, f"must be one of {', '.join(X264_PRESETS)}"),
+            ("run.crf", 0 <= self.run.crf <= 51, "must be in [0, 51]"),
             ("pipeline.queue_size", self.pipeline.queue_size >= 1, "must be >= 1"),
             ("pipeline.sink_queue_size", self.pipeline.sink_queue_size >= 1, "must be >= 1"),
             ("pipeline.policy", self.pipeline.policy in ("auto", *POLICIES),

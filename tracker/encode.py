@@ -22,14 +22,12 @@ import av
 import cv2
 import numpy as np
 
+from tracker.config import X264_PRESETS
 from tracker.render import draw_hud
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIME_BASE = Fraction(1, 90000)
-X264_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-)
 # superfast, not veryfast: at crf 20 on the 640x360 clip it costs ~2.6-3.0 ms CPU a frame against
 # ~3.6-4.5 ms (about 1.2 ms of the ~9 ms the whole `tracker run --out` pipeline spends a frame on
 # 2 cores), for a file ~1.6x larger (1.28 vs 0.81 MB); python benchmarks/encode_bench.py.

@@ -160,6 +160,8 @@ def _writer(cfg: Config, info: SourceInfo) -> Any:
             info.fps or 30.0,
             audio_source=info.path if info.has_audio else None,
             time_base=info.time_base,
+            preset=cfg.run.preset,
+            crf=cfg.run.crf,
         )
     except (EncodeError, OSError, ValueError) as exc:
         raise CliError(f"cannot write {cfg.run.out}: {exc}", ExitCode.OUTPUT) from None
