@@ -187,6 +187,9 @@ class Augment:
     shift: float = 0.08
     box_jitter: float = 0.05
     flip: bool = True
+    # x offset (image px) of the labels from the pixel-centre position of what they mark; a
+    # flipped crop's labels keep it (2 * offset is added after mirroring)
+    flip_shift: float = 0.0
     photometric: bool = True
     occlude_p: float = 0.3
 
@@ -216,7 +219,7 @@ def face_crop(
         if aug.flip and rng.random() < 0.5:
             crop = np.ascontiguousarray(crop[:, ::-1])
             pts = pts[FLIP_PERM].copy()
-            pts[:, 0] = size - 1 - pts[:, 0]
+            pts[:, 0] = size - 1 - pts[:, 0] + 2.0 * aug.flip_shift * m[0, 0]
         if aug.photometric:
             crop = photometric(crop, rng)
         if rng.random() < aug.occlude_p:

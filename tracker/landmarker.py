@@ -41,6 +41,8 @@ class Landmarker:
         self.channels = checkpoint.net.in_channels
         pre = checkpoint.meta.get("preprocess", {})
         self.preprocess = Preprocess(self.size, self.channels, bool(pre.get("lcn")))
+        offset = checkpoint.meta.get("point_offset")  # see tracker.calibrate
+        self.point_offset = None if offset is None else np.asarray(offset, np.float32)
         self._reserve(1, force=True)
 
     def warmup(self) -> None:
@@ -71,6 +73,8 @@ class Landmarker:
             self._to_frame[i] = cv2.invertAffineTransform(m)
         x = self.preprocess(self._crops[:n], out=self._input[:n])
         points, conf = self.engine.predict(x)
+        if self.point_offset is not None:
+            points = points + self.point_offset
         inv = self._to_frame[:n]
         pts = (np.matmul(points, inv[:, :, :2].transpose(0, 2, 1)) + inv[:, None, :, 2])
         pts = pts.astype(np.float32)

@@ -59,6 +59,8 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights (0 = off)
     rotate_sigma: float = 0.0  # rotation augmentation: 0 uniform in +-30 deg, else normal(0, sigma)
     occlude_p: float = 0.3
+    flip: bool = True  # horizontal flip augmentation (with the left/right point swap)
+    flip_shift: float = 0.0  # labels' x offset in image px, kept by flips (see data.Augment)
 
 
 def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -162,7 +164,8 @@ class Trainer:
         if cfg.dkm:
             self.model.rcn.eval()
         total, count = 0.0, 0
-        aug = Augment(rotate_sigma=cfg.rotate_sigma, occlude_p=cfg.occlude_p)
+        aug = Augment(rotate_sigma=cfg.rotate_sigma, occlude_p=cfg.occlude_p, flip=cfg.flip,
+                      flip_shift=cfg.flip_shift)
         if cfg.dkm:
             aug = replace(aug, photometric=False, occlude_p=0.0)
         for crops, pts in batches(self.train_set, self.net.size, cfg.batch, self.rng, aug):
@@ -247,7 +250,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="train RCN/SumNet/DKM")
     for f, v in asdict(TrainConfig()).items():
         if isinstance(v, bool):
-            parser.add_argument(f"--{f}", action="store_true")
+            parser.add_argument(f"--{f}", action=argparse.BooleanOptionalAction, default=v)
         else:
             parser.add_argument(f"--{f}", type=type(v), default=v)
     train(TrainConfig(**vars(parser.parse_args())))
