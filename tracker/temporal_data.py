@@ -210,7 +210,7 @@ def synthesise(samples: list[Sample], variants: int, frames: int, seed: int, siz
 
 
 def run_rcn(rcn_path: str | Path, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """RCN points (crop pixels) and confidences for uint8 crops ``(..., S, S, 3)``."""
+    """RCN points (crop pixels, calibrated as at run time) and confidences for uint8 crops."""
     import torch
 
     from tracker import heatmap
@@ -220,6 +220,7 @@ def run_rcn(rcn_path: str | Path, crops: np.ndarray) -> tuple[np.ndarray, np.nda
     ckpt = load_checkpoint(rcn_path)
     pre = Preprocess(ckpt.net.size, ckpt.net.in_channels,
                      bool(ckpt.meta.get("preprocess", {}).get("lcn")))
+    offset = np.asarray(ckpt.meta.get("point_offset", 0.0), np.float32)  # as the landmarker adds
     lead = crops.shape[:-3]
     flat = crops.reshape(-1, *crops.shape[-3:])
     cur, conf = [], []
@@ -227,7 +228,7 @@ def run_rcn(rcn_path: str | Path, crops: np.ndarray) -> tuple[np.ndarray, np.nda
         for i in range(0, len(flat), 128):
             logits = ckpt.model(torch.from_numpy(pre(flat[i : i + 128]))).numpy()
             pts, c = heatmap.decode(np.ascontiguousarray(logits, dtype=np.float32))
-            cur.append(pts)
+            cur.append(pts + offset)
             conf.append(c)
     k = cur[0].shape[1]
     return (np.concatenate(cur).reshape(*lead, k, 2),
