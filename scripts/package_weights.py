@@ -1,6 +1,6 @@
 """Copy a trained checkpoint into the package as the default model and write its JSON card.
 
-    python scripts/package_weights.py RUN/best.pt --history runs_history.json
+    python scripts/package_weights.py RUN/best.pt --history runs_history.json [--calibrate]
 
 The card records the model config, preprocessing, how it was trained (commands, data, seeds,
 epochs), validation metrics measured here with `tracker eval`'s code, and the weights checksum.
@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+from tracker.calibrate import calibrate
 from tracker.detect import create_detector
 from tracker.evaluate import evaluate, load_eval_set
 from tracker.landmarker import load_landmarker
@@ -26,11 +27,16 @@ def main() -> None:
     parser.add_argument("--history", required=True, help="JSON list of the training stages")
     parser.add_argument("--val", default="../shared/data/faces68/val")
     parser.add_argument("--out", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--calibrate", action="store_true",
+                        help="fit the per-landmark offset on --train (tracker.calibrate)")
+    parser.add_argument("--train", default="../shared/data/faces68/train")
     args = parser.parse_args()
 
     out = Path(args.out)
     if Path(args.checkpoint).resolve() != out.resolve():
         shutil.copyfile(args.checkpoint, out)
+    if args.calibrate:
+        calibrate(out, args.train)
     ckpt = load_checkpoint(out)
     samples = load_eval_set(args.val)
     lm = load_landmarker(str(out))
@@ -46,6 +52,11 @@ def main() -> None:
                   "preprocess": ckpt.meta.get("preprocess"),
                   "crop": "square of 1.25 x max(w, h) of the tight 68-point box, centred"},
         "training": json.loads(Path(args.history).read_text()),
+        "calibration": None if "point_offset" not in ckpt.meta else {
+            "what": "per-landmark offset (heatmap px) added to the decoded points",
+            "data": ckpt.meta.get("point_offset_data"),
+            "command": "python -m tracker.calibrate CKPT --train " + str(ckpt.meta.get("point_offset_data")),
+        },
         "data": {"train": "faces68/train (3,402 images, 277 persons)",
                  "val": "faces68/val (420 images, 35 other persons), used for model selection"},
         "val_metrics": metrics,

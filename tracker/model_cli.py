@@ -35,6 +35,13 @@ def train_command(
     init: Annotated[str, typer.Option(help="Start from the weights of this checkpoint.")] = "",
     limit: Annotated[int, typer.Option(help="Use only the first N images (0 = all).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    ema: Annotated[float, typer.Option(help="Decay of a weight moving average (0 = off).")] = 0.0,
+    rotate_sigma: Annotated[float, typer.Option(
+        help="Rotation augmentation: 0 = uniform in +-30 deg, else normal(0, sigma) clipped.")] = 0.0,
+    occlude_p: Annotated[float, typer.Option(help="Probability of an occluding patch.")] = 0.3,
+    flip: Annotated[bool, typer.Option(help="Horizontal flip augmentation (left/right swap).")] = True,
+    flip_shift: Annotated[float, typer.Option(
+        help="Labels' x offset (image px) that flipped labels keep.")] = 0.0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Train RCN / SumNet on 68-point data (or the DKM with --dkm); checkpoints every epoch."""
@@ -48,7 +55,9 @@ def train_command(
         cfg = TrainConfig(model=model, train=train, val=val, out=out, epochs=epochs, batch=batch,
                           lr=lr, weight_decay=weight_decay, sigma=sigma, seed=seed, threads=threads,
                           channels=channels, lcn=lcn, dkm=dkm, dkm_width=dkm_width,
-                          rcn_weights=rcn_weights, init=init, limit=limit, resume=resume)
+                          rcn_weights=rcn_weights, init=init, limit=limit, resume=resume, ema=ema,
+                          rotate_sigma=rotate_sigma, occlude_p=occlude_p, flip=flip,
+                          flip_shift=flip_shift)
         best = run_training(cfg)
         typer.echo(f"best val NME {best * 100:.2f}% -> {out}/best.pt")
 
