@@ -112,7 +112,7 @@ GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 MIN_STD = 4.0  # floor of the per-crop standard deviation (flat crops are not blown up)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _gray_standardise(crops: np.ndarray, out: np.ndarray, min_std: float) -> None:
     """Grey conversion + per-crop standardisation of uint8 RGB crops into ``out`` (N, 1, H, W).
 

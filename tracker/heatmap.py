@@ -39,7 +39,7 @@ _LOG2E = np.float32(1.4426950408889634)
 _FAST = {"reassoc", "contract"}  # lets LLVM vectorise reductions; keeps NaN/inf semantics
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _row_argmax(a: np.ndarray, bits: np.ndarray) -> tuple[int, float]:
     """First index of the maximum of ``a`` (``bits`` is ``a`` viewed as int32) and that value.
 
@@ -61,7 +61,7 @@ def _row_argmax(a: np.ndarray, bits: np.ndarray) -> tuple[int, float]:
     return idx, float(m)
 
 
-@nb.njit(cache=True, fastmath=_FAST)
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
 def _row_sum_exp(a: np.ndarray, m: np.float32) -> float:
     """``sum(exp(a - m))`` with a polynomial float32 exp (x <= 0 clamped at 2**-126).
 
@@ -85,7 +85,7 @@ def _row_sum_exp(a: np.ndarray, m: np.float32) -> float:
     return float(total)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _parabola(lo: float, mid: float, hi: float) -> float:
     """Vertex offset of the parabola through (-1, lo), (0, mid), (1, hi), clamped to +-0.5."""
     den = lo - 2.0 * mid + hi
@@ -95,7 +95,7 @@ def _parabola(lo: float, mid: float, hi: float) -> float:
     return min(0.5, max(-0.5, d))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _decode_one(a: np.ndarray, bits: np.ndarray, h: int, w: int, radius: int,
                 pt: np.ndarray) -> float:
     """Decode one flattened map into ``pt`` (x, y); returns the confidence."""
@@ -139,7 +139,7 @@ def _decode_one(a: np.ndarray, bits: np.ndarray, h: int, w: int, radius: int,
     return min(1.0, window / total)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _decode_serial(flat: np.ndarray, h: int, w: int, radius: int,
                    pts: np.ndarray, conf: np.ndarray) -> None:
     bits = flat.view(np.int32)
@@ -147,7 +147,7 @@ def _decode_serial(flat: np.ndarray, h: int, w: int, radius: int,
         conf[r] = _decode_one(flat[r], bits[r], h, w, radius, pts[r])
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def _decode_parallel(flat: np.ndarray, h: int, w: int, radius: int,
                      pts: np.ndarray, conf: np.ndarray) -> None:
     bits = flat.view(np.int32)

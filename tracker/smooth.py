@@ -50,14 +50,14 @@ class OneEuroParams:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _alpha(cutoff: float, dt: float) -> float:
     """Smoothing factor of a first-order low-pass filter at ``cutoff`` Hz for a step ``dt``."""
     tau = 1.0 / (2.0 * math.pi * cutoff)
     return 1.0 / (1.0 + tau / dt)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def one_euro_step(x: np.ndarray, dt: float, scale: float, x_hat: np.ndarray, dx_hat: np.ndarray,
                   min_cutoff: float, beta: float, d_cutoff: float, out: np.ndarray) -> None:
     """Filter one sample ``x`` (any shape, float64) in place of the state ``x_hat``/``dx_hat``.
