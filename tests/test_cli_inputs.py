@@ -109,6 +109,7 @@ BAD_INPUTS: dict[str, Callable[[Path], list[str]]] = {
                                         _write(t / "bad.toml", "max_faces = 2\n")],
     "config_bad_backoff": lambda t: [str(make_clip(t / "c.mp4")), "--config", _write(
         t / "bad.toml", "[source]\nreconnect_backoff_s = 5\nreconnect_backoff_max_s = 1\n")],
+    "bad_preset": lambda t: [str(make_clip(t / "c.mp4")), "--preset", "warp"],
     "corrupt_weights": lambda t: [str(make_clip(t / "c.mp4")), "--weights",
                                   _write(t / "rcn.pt", "PK\x03\x04 not a checkpoint")],
     "missing_weights": lambda t: [str(make_clip(t / "c.mp4")), "--weights", str(t / "no.pt")],
@@ -137,6 +138,7 @@ def _write(path: Path, text: str) -> str:
         ("config_wrong_type", ExitCode.CONFIG, ["'track.max_faces' must be int"]),
         ("config_not_in_section", ExitCode.CONFIG, ["'max_faces' must be inside", "[track]"]),
         ("config_bad_backoff", ExitCode.CONFIG, ["source.reconnect_backoff_max_s"]),
+        ("bad_preset", ExitCode.CONFIG, ["'run.preset' must be one of ultrafast"]),
     ],
 )
 @pytest.mark.usefixtures("stubs")

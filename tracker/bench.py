@@ -229,6 +229,8 @@ def bench_command(
     out: Annotated[str | None, typer.Option(
         "--out", "-o", show_default=False,
         help="Also render and encode to this .mp4 (as `tracker run --out`).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        show_default=False, help="x264 preset of --out (as `tracker run --preset`).")] = None,
     batches: Annotated[str, typer.Option(help="Batch sizes for model ms/face.")] = "1,4,8,32",
     repeats: Annotated[int, typer.Option(min=1, help="Timed calls per batch size.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -240,7 +242,7 @@ def bench_command(
 
         sizes = _batches(batches)
         cfg = runner._load(config, {
-            "run.source": source, "run.max_frames": frames, "run.out": out,
+            "run.source": source, "run.max_frames": frames, "run.out": out, "run.preset": preset,
             "model.engine": engine, "model.weights": weights,
         })
         if out:

@@ -282,6 +282,12 @@ def run_command(
         typer.Option(min=0, show_default=False,
                      help="Stop after this many frames (0 = until the source ends)."),
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="x264 preset of --out: ultrafast (fastest, larger file) ... veryslow; "
+                     "default superfast."),
+    ] = None,
     policy: Annotated[
         str | None,
         typer.Option(show_default=False,
@@ -343,6 +349,7 @@ def run_command(
             "run.jsonl": jsonl,
             "run.show": show,
             "run.max_frames": max_frames,
+            "run.preset": preset,
             "track.max_faces": max_faces,
             "track.rescan_every": rescan_every,
             "track.discard_after": discard_after,
