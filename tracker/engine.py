@@ -8,13 +8,13 @@ decode with :mod:`tracker.heatmap`, GPU engines on the device).
 only CUDA is, else OpenVINO on the CPU (bf16 where the CPU has native bfloat16, see
 :mod:`tracker.engine_openvino`), else ONNX Runtime, else eager torch.
 
-CPU choice, measured for ``rcn_lite`` at batch 1 on the shared 2-core machine (AVX512-BF16 EPYC,
-both cores busy with training; ``python benchmarks/engine_bench.py --accuracy``, wall p50 ms):
-OpenVINO bf16 0.81; ONNX Runtime 1 thread 1.21, 2 threads 1.25; OpenVINO fp32 1.29; eager
-channels_last 2.87; TorchScript freeze 3.15; eager NCHW 3.87 (earlier: torch.compile 2.1-2.6).
-bf16 moves points by 0.10 px on average (p99 0.50 px) and val NME 4.635 -> 4.650 %.
-int8 static quantisation in ONNX Runtime (QDQ, per-channel) took 0.8 ms but raised val NME
-(5.61 -> 5.69 % on an earlier checkpoint), so it is not used.
+CPU choice, measured for ``rcn_lite`` at batch 1 on this project's 2-core AVX512-BF16 EPYC
+(``python benchmarks/engine_bench.py --accuracy``, quiet machine, wall p50 ms per call):
+OpenVINO bf16 0.77; ONNX Runtime 1 thread 1.16 (2 threads 0.93, but in the pipeline the other
+core decodes and encodes); OpenVINO fp32 1.30; eager channels_last 2.39; TorchScript freeze 2.60;
+eager NCHW 3.30 (earlier, loaded: torch.compile 2.1-2.6). bf16 moves points by 0.10 px on average
+(p99 0.50 px) and val NME 4.635 -> 4.650 %. int8 static quantisation in ONNX Runtime (QDQ,
+per-channel) took 0.8 ms but raised val NME (5.61 -> 5.69 % on an earlier checkpoint).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """OpenVINO CPU engine: the exported ONNX graph compiled once per batch size.
 
 On CPUs with native bfloat16 (AVX512-BF16 or AMX, which OpenVINO reports as ``BF16``) the
-default precision is bf16: on this project's 2-core EPYC it took 0.73-0.78 ms per face against
-1.34 ms in fp32 and 1.46 ms for ONNX Runtime (same run, ``python benchmarks/engine_bench.py``),
+default precision is bf16: on this project's 2-core EPYC it took 0.77 ms per face against 1.30 ms
+in fp32 and 1.16 ms for ONNX Runtime (one quiet run of ``python benchmarks/engine_bench.py``),
 and moved val NME by +0.02 points. Elsewhere, or with ``precision="fp32"``, it runs fp32.
 
 A graph is compiled for a static batch shape (static shapes ran ~7 % faster than a dynamic
