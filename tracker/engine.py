@@ -37,10 +37,10 @@ ENGINES = ("auto", "openvino", "openvino-fp32", "onnxruntime", "onnx", "torch", 
 TENSORRT_HINT = (
     "the TensorRT engine needs an NVIDIA GPU with CUDA and torch-tensorrt: on a CUDA machine "
     "run pip install 'tracker[tensorrt]' (GPU without TensorRT: --engine cuda; CPU: --engine "
-    "onnxruntime)"
+    "auto or openvino)"
 )
 CUDA_HINT = ("--engine cuda needs an NVIDIA GPU and a CUDA build of torch "
-             "(on the CPU use --engine onnxruntime)")
+             "(on the CPU use --engine auto or openvino)")
 ORT_THREADS = 1  # see the module docstring
 DEFAULT_MAX_BATCH = 8  # fixed batch of GPU engines (more faces run in several calls)
 
