@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,28 @@ def test_flipped_crop_keeps_left_eye_on_the_left() -> None:
         assert out[36, 0] < out[45, 0]  # image-left eye corner stays on the left after a flip
         seen.add(round(float(out[36, 0]), 3))
     assert len(seen) == 2  # both flipped and unflipped crops occurred
+
+
+@pytest.mark.parametrize("angle", [0.0, 20.0])
+def test_flipped_labels_keep_the_label_offset(angle: float) -> None:
+    image, pts = _synthetic_face(3)
+    plain = Augment(scale=0, rotate_deg=angle, shift=0, box_jitter=0, flip=True,
+                    photometric=False, occlude_p=0)
+    shifted = replace(plain, flip_shift=0.01)
+    full = 2 * 0.01 * 64  # twice the offset, in pixels of the 64-px crop
+    mirrored = 0
+    for seed in range(12):
+        crop_a, a = face_crop(image, pts, 64, np.random.default_rng(seed), plain)
+        crop_b, b = face_crop(image, pts, 64, np.random.default_rng(seed), shifted)
+        assert np.array_equal(crop_a, crop_b)
+        np.testing.assert_allclose(b[:, 1], a[:, 1])
+        dx = b[:, 0] - a[:, 0]
+        if np.allclose(dx, 0):
+            continue
+        mirrored += 1  # the shift is along the image x axis: its crop x part is full * cos(angle)
+        np.testing.assert_allclose(dx, dx[0], atol=1e-4)
+        assert full * np.cos(np.radians(angle)) - 1e-4 <= dx[0] <= full + 1e-4
+    assert mirrored >= 2
 
 
 def test_augmentation_is_deterministic_per_seed() -> None:

@@ -133,3 +133,24 @@ def test_corrupt_weights_raise_clear_error(tmp_path, content: bytes) -> None:
 def test_missing_weights_raise_clear_error(tmp_path) -> None:
     with pytest.raises(WeightsError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("name", ["rcn_lite", "sumnet_lite"])
+def test_mirror_symmetric_weights_give_mirror_equivariant_points(name: str) -> None:
+    """Architecture + decoder have no built-in left/right bias (see benchmarks/flip_gap.py)."""
+    from tracker.data import FLIP_PERM
+
+    torch.manual_seed(0)
+    model = build_model(VARIANTS[name]).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d):
+                mod.weight.copy_((mod.weight + mod.weight.flip(-1)) / 2)
+                if mod.out_channels == 68:  # output maps: mirror pairs share weights
+                    mod.weight.copy_((mod.weight + mod.weight[FLIP_PERM]) / 2)
+                    mod.bias.copy_((mod.bias + mod.bias[FLIP_PERM]) / 2)
+        x = torch.randn(3, 1, 64, 64)
+        p = heatmap.decode(model(x).numpy())[0]
+        q = heatmap.decode(np.ascontiguousarray(model(x.flip(-1)).numpy()))[0][:, FLIP_PERM]
+    q[..., 0] = 63 - q[..., 0]
+    np.testing.assert_allclose(q, p, atol=1e-3)

@@ -187,8 +187,9 @@ class Augment:
     shift: float = 0.08
     box_jitter: float = 0.05
     flip: bool = True
-    # x offset (image px) of the labels from the pixel-centre position of what they mark; a
-    # flipped crop's labels keep it (2 * offset is added after mirroring)
+    # x offset of the labels from the mirror-symmetric position of what they mark, as a fraction
+    # of the standard crop's side; a flipped crop's labels keep it (faces68: ~0.011, measured
+    # with a model trained without flips, ``benchmarks/flip_gap.py``)
     flip_shift: float = 0.0
     photometric: bool = True
     occlude_p: float = 0.3
@@ -204,7 +205,7 @@ def face_crop(
     """
     box = box_from_points(points)
     cx, cy = box.center
-    side = MARGIN * max(box.width, box.height, 1.0)
+    side = std_side = MARGIN * max(box.width, box.height, 1.0)
     angle = 0.0
     if aug is not None and rng is not None:
         j = aug.box_jitter
@@ -219,7 +220,7 @@ def face_crop(
         if aug.flip and rng.random() < 0.5:
             crop = np.ascontiguousarray(crop[:, ::-1])
             pts = pts[FLIP_PERM].copy()
-            pts[:, 0] = size - 1 - pts[:, 0] + 2.0 * aug.flip_shift * m[0, 0]
+            pts[:, 0] = size - 1 - pts[:, 0] + 2.0 * aug.flip_shift * std_side * m[0, 0]
         if aug.photometric:
             crop = photometric(crop, rng)
         if rng.random() < aug.occlude_p:

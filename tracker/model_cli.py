@@ -41,7 +41,7 @@ def train_command(
     occlude_p: Annotated[float, typer.Option(help="Probability of an occluding patch.")] = 0.3,
     flip: Annotated[bool, typer.Option(help="Horizontal flip augmentation (left/right swap).")] = True,
     flip_shift: Annotated[float, typer.Option(
-        help="Labels' x offset (image px) that flipped labels keep.")] = 0.0,
+        help="Labels' x offset (fraction of the crop side) that flipped labels keep.")] = 0.0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Train RCN / SumNet on 68-point data (or the DKM with --dkm); checkpoints every epoch."""

@@ -60,7 +60,7 @@ class TrainConfig:
     rotate_sigma: float = 0.0  # rotation augmentation: 0 uniform in +-30 deg, else normal(0, sigma)
     occlude_p: float = 0.3
     flip: bool = True  # horizontal flip augmentation (with the left/right point swap)
-    flip_shift: float = 0.0  # labels' x offset in image px, kept by flips (see data.Augment)
+    flip_shift: float = 0.0  # labels' x offset (fraction of the crop side) kept by flips (data.Augment)
 
 
 def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
