@@ -12,7 +12,7 @@ import torch
 
 from tracker.data import Augment, _rotation, write_pts
 from tracker.model import load_checkpoint
-from tracker.train import TrainConfig, Trainer
+from tracker.train import TrainConfig, Trainer, ema_avg_fn
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,10 @@ def test_rotation_is_uniform_or_clipped_normal() -> None:
     assert uniform.std() == pytest.approx(30 / np.sqrt(3), rel=0.05)
     assert normal.std() == pytest.approx(12.0, rel=0.08)
     assert (np.abs(normal) == 30).any()  # the tail is clipped to the range, not redrawn
+
+
+def test_ema_warms_up_then_uses_its_decay() -> None:
+    avg = ema_avg_fn(0.998)
+    a, c = torch.zeros(3), torch.ones(3)
+    assert torch.allclose(avg(a, c, torch.tensor(0)), torch.full((3,), 0.9))  # d = 1/10 at first
+    assert torch.allclose(avg(a, c, torch.tensor(10_000)), torch.full((3,), 0.002))

@@ -76,6 +76,18 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> to
     return (ce * inside).sum() / inside.sum().clamp_min(1.0)
 
 
+def ema_avg_fn(decay: float):  # noqa: ANN201 - torch's avg_fn signature
+    """EMA update with warm-up: step n uses min(decay, (1 + n) / (10 + n)), so the average
+    forgets the initial weights within the first hundred steps (a plain EMA at 0.998 still
+    carried 12 % of a random init after 10 epochs of 107 steps)."""
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged * d + current * (1.0 - d)
+
+    return avg
+
+
 def corrupt_points(points: torch.Tensor, size: int, gen: torch.Generator,
                    max_frac: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
     """Move or hide a random subset of keypoints (the DKM's training noise)."""
@@ -129,8 +141,7 @@ class Trainer:
         self.ema = None
         if cfg.ema > 0:
             self.ema = torch.optim.swa_utils.AveragedModel(
-                self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema),
-                use_buffers=True)
+                self.model, avg_fn=ema_avg_fn(cfg.ema), use_buffers=True)
         self.epoch = 0
         self.best = float("inf")
         if cfg.resume and (self.out / "last.pt").exists():
