@@ -446,3 +446,13 @@ def test_fast_grey_preprocess_matches_numpy(shape: tuple[int, ...]) -> None:
     got = Preprocess(shape[1], 1, False)(crops, out=out)
     assert got is out
     np.testing.assert_allclose(got, ref, atol=2e-5)
+
+
+def test_auto_runs_a_fused_model_on_onnxruntime(model: torch.nn.Module) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("auto picks a GPU engine here")
+    from tracker.model import DKM, DKMConfig, Fused
+
+    fused = Fused(model, DKM(DKMConfig(map_size=8, width=8, dilations=(1, 2)))).eval()
+    assert create_engine(fused, SMALL.size, 1, "auto").name == "onnxruntime"
+    assert create_engine(model, SMALL.size, 1, "auto").name == "openvino"

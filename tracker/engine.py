@@ -201,6 +201,13 @@ def model_key(model: nn.Module, tag: str) -> str:
     return hashlib.sha256(f"{tag}:{configs}:{weights_checksum(model)}".encode()).hexdigest()[:16]
 
 
+def _has_dkm(model: nn.Module) -> bool:
+    """True for a fused RCN + denoising keypoint model."""
+    from tracker.model import Fused
+
+    return isinstance(model, Fused)
+
+
 def resolve_engine(engine: str) -> str:
     """The concrete backend ``engine`` means on this machine (``auto`` resolved)."""
     engine = "onnxruntime" if engine == "onnx" else engine
@@ -236,6 +243,10 @@ def create_engine(model: nn.Module, size: int, channels: int, engine: str = "aut
         return create_gpu_engine(wanted, model, size, channels, max_batch=max_batch,
                                  precision=precision, name=name, config=config or {},
                                  directory=engines_dir)
+    if engine == "auto" and wanted == "openvino" and _has_dkm(model):
+        # RCN + DKM, 100 val faces, ms/face: ONNX Runtime 2.0, OpenVINO fp32 2.8, bf16 4.0
+        # (python benchmarks/dkm_occlusion.py ... --engine E); RCN alone is fastest on OpenVINO
+        wanted = "onnxruntime"
     if wanted.startswith("openvino"):
         from tracker.engine_openvino import OpenVinoEngine
 
