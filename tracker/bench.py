@@ -159,6 +159,7 @@ def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any
         "source": cfg.run.source,
         "size": [source.info.width, source.info.height],
         "engine": landmarker.engine.name,
+        "precision": getattr(landmarker.engine, "precision", None),
         "frames": tracked,
         "seconds": round(m.seconds, 4),
         "fps": round(tracked / m.seconds, 2) if m.seconds else 0.0,
@@ -183,7 +184,8 @@ def format_report(r: dict[str, Any]) -> str:
     """The human-readable report of :func:`run_bench`."""
     w, h = r["size"]
     lines = [
-        f"source   {r['source']} ({w}x{h}), engine {r['engine']}",
+        f"source   {r['source']} ({w}x{h}), engine {r['engine']}"
+        + (f" ({r['precision']})" if r.get("precision") else ""),
         f"speed    {r['fps']:.1f} fps: {r['frames']} frames in {r['seconds']:.2f} s, "
         f"{r['dropped']} dropped, detector ran {r['detector_calls']} times",
         "stage    p50 ms   p99 ms   items",
