@@ -63,3 +63,17 @@ def make_audio_only(path: Path) -> Path:
         for packet in [*astream.encode(a), *astream.encode()]:
             out.mux(packet)
     return path
+
+
+def make_labelled_folder(root: Path, n: int, shape: tuple[int, int], low: float, high: float,
+                         seed: int) -> Path:
+    """``n`` noise images with random 68-point ``.pts`` labels (coordinates in [low, high))."""
+    import cv2
+
+    from tracker.data import write_pts
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        cv2.imwrite(str(root / f"f{i}.jpg"), rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
+        write_pts(root / f"f{i}.pts", rng.uniform(low, high, (68, 2)))
+    return root

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from synthetic import make_labelled_folder
 from torch import nn
 
 from tracker.calibrate import calibrate, fit_point_offset
-from tracker.data import face_crop, load_folder, write_pts
+from tracker.data import face_crop, load_folder
 from tracker.engine import create_engine
 from tracker.landmarker import Landmarker
 from tracker.model import VARIANTS, Checkpoint, build_model, load_checkpoint, save_checkpoint
@@ -38,12 +38,7 @@ class FixedPeaks(nn.Module):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
-    rng = np.random.default_rng(1)
-    for i in range(5):
-        cv2.imwrite(str(root / f"f{i}.jpg"), rng.integers(0, 256, (80, 90, 3), dtype=np.uint8))
-        write_pts(root / f"f{i}.pts", rng.uniform(20, 60, (68, 2)))
-    return root
+    return make_labelled_folder(tmp_path_factory.mktemp("faces"), 5, (80, 90), 20, 60, seed=1)
 
 
 def _labels_in_crop(folder: Path) -> np.ndarray:

@@ -5,24 +5,19 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from synthetic import make_labelled_folder
 
-from tracker.data import Augment, _rotation, write_pts
+from tracker.data import Augment, _rotation
 from tracker.model import load_checkpoint
 from tracker.train import TrainConfig, Trainer, ema_avg_fn
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faces")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        cv2.imwrite(str(root / f"p{i}.jpg"), rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
-        write_pts(root / f"p{i}.pts", rng.uniform(30, 66, (68, 2)))
-    return root
+    return make_labelled_folder(tmp_path_factory.mktemp("faces"), 6, (96, 96), 30, 66, seed=0)
 
 
 def _cfg(folder: Path, out: Path, **kw: object) -> TrainConfig:
