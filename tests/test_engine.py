@@ -456,3 +456,9 @@ def test_auto_runs_a_fused_model_on_onnxruntime(model: torch.nn.Module) -> None:
     fused = Fused(model, DKM(DKMConfig(map_size=8, width=8, dilations=(1, 2)))).eval()
     assert create_engine(fused, SMALL.size, 1, "auto").name == "onnxruntime"
     assert create_engine(model, SMALL.size, 1, "auto").name == "openvino"
+
+
+def test_warmup_compiles_every_batch_size_up_to_max_faces(model: torch.nn.Module) -> None:
+    eng = create_engine(model, SMALL.size, 1, "openvino-fp32")
+    Landmarker(Checkpoint(model, SMALL, None, {}), eng).warmup(4)
+    assert sorted(eng._requests) == [1, 2, 3, 4]

@@ -45,10 +45,13 @@ class Landmarker:
         self.point_offset = None if offset is None else np.asarray(offset, np.float32)
         self._reserve(1, force=True)
 
-    def warmup(self) -> None:
-        """Run one face through every step (loads compiled kernels, allocates engine memory)."""
+    def warmup(self, max_faces: int = 1) -> None:
+        """Run 1..``max_faces`` faces through every step (loads compiled kernels, allocates
+        engine memory, compiles OpenVINO's per-batch-size graphs before the first frame)."""
         image = np.zeros((self.size * 2, self.size * 2, 3), np.uint8)
-        self.predict(image, [Box(0.5 * self.size, 0.5 * self.size, 1.5 * self.size, 1.5 * self.size)])
+        box = Box(0.5 * self.size, 0.5 * self.size, 1.5 * self.size, 1.5 * self.size)
+        for n in range(1, max(1, max_faces) + 1):
+            self.predict(image, [box] * n)
 
     def _reserve(self, n: int, force: bool = False) -> None:
         if not force and self._crops.shape[0] >= n:
