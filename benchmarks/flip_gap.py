@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from tracker import heatmap
-from tracker.data import FLIP_PERM, Preprocess, batches, load_folder
+from tracker.data import FLIP_PERM, batches, load_folder
 from tracker.model import load_checkpoint
 from tracker.roi import MARGIN, box_from_points
 
@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     ckpt = load_checkpoint(args.model)
     size = ckpt.net.size
-    pre = Preprocess(size, ckpt.net.in_channels, bool(ckpt.meta.get("preprocess", {}).get("lcn")))
+    pre = ckpt.preprocess
     samples = load_folder(args.data)
     gaps = []
     for crops, _ in batches(samples, size, 256, np.random.default_rng(0), None, shuffle=False):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tracker import heatmap
-from tracker.data import Preprocess, batches, load_folder
+from tracker.data import batches, load_folder
 from tracker.model import Checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -29,7 +29,7 @@ def fit_point_offset(ckpt: Checkpoint, folder: str | Path, batch: int = 128) -> 
     if not samples:
         raise ValueError(f"no labelled images in {folder}")
     size = ckpt.net.size
-    pre = Preprocess(size, ckpt.net.in_channels, bool(ckpt.meta.get("preprocess", {}).get("lcn")))
+    pre = ckpt.preprocess
     model = ckpt.model.eval()
     total = np.zeros((ckpt.net.n_points, 2), np.float64)
     rng = np.random.default_rng(0)

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tracker.data import Preprocess
 from tracker.engine import DEFAULT_MAX_BATCH, Engine, create_engine
 from tracker.model import DEFAULT_WEIGHTS, Checkpoint, load_checkpoint
 from tracker.roi import box_affine
@@ -39,10 +38,8 @@ class Landmarker:
         self.engine = engine
         self.size = checkpoint.net.size
         self.channels = checkpoint.net.in_channels
-        pre = checkpoint.meta.get("preprocess", {})
-        self.preprocess = Preprocess(self.size, self.channels, bool(pre.get("lcn")))
-        offset = checkpoint.meta.get("point_offset")  # see tracker.calibrate
-        self.point_offset = None if offset is None else np.asarray(offset, np.float32)
+        self.preprocess = checkpoint.preprocess
+        self.point_offset = checkpoint.point_offset
         self._reserve(1, force=True)
 
     def warmup(self, max_faces: int = 1) -> None:
@@ -99,8 +96,9 @@ def model_name(weights: str | Path | None) -> str:
 
 def load_landmarker(weights: str | None = None, engine: str = "auto",
                     threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
-                    precision: str = "fp16") -> Landmarker:
-    """The embedded default model (or ``weights``) on the requested engine.
+                    precision: str = "fp16", max_faces: int = 1) -> Landmarker:
+    """The embedded default model (or ``weights``) on the requested engine, warmed up for
+    1..``max_faces`` faces a call.
 
     ``max_batch`` and ``precision`` apply to GPU engines (see :mod:`tracker.engine_gpu`).
     """
@@ -110,5 +108,5 @@ def load_landmarker(weights: str | None = None, engine: str = "auto",
                         max_batch=max_batch, precision=precision, name=model_name(weights),
                         config=config)
     landmarker = Landmarker(ckpt, eng)
-    landmarker.warmup()
+    landmarker.warmup(max_faces)
     return landmarker

@@ -13,9 +13,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tracker.data import Preprocess
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "rcn_lite.pt"
@@ -227,6 +230,18 @@ class Checkpoint:
     net: NetConfig
     dkm: DKMConfig | None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """How crops become this model's input (saved with the weights)."""
+        return Preprocess(self.net.size, self.net.in_channels,
+                          bool(self.meta.get("preprocess", {}).get("lcn")))
+
+    @property
+    def point_offset(self) -> np.ndarray | None:
+        """Per-landmark calibration offset, heatmap px ``(K, 2)`` (see :mod:`tracker.calibrate`)."""
+        offset = self.meta.get("point_offset")
+        return None if offset is None else np.asarray(offset, np.float32)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -214,13 +214,11 @@ def run_rcn(rcn_path: str | Path, crops: np.ndarray) -> tuple[np.ndarray, np.nda
     import torch
 
     from tracker import heatmap
-    from tracker.data import Preprocess
     from tracker.model import load_checkpoint
 
     ckpt = load_checkpoint(rcn_path)
-    pre = Preprocess(ckpt.net.size, ckpt.net.in_channels,
-                     bool(ckpt.meta.get("preprocess", {}).get("lcn")))
-    offset = np.asarray(ckpt.meta.get("point_offset", 0.0), np.float32)  # as the landmarker adds
+    pre = ckpt.preprocess
+    offset = ckpt.point_offset if ckpt.point_offset is not None else 0.0  # as the landmarker adds
     lead = crops.shape[:-3]
     flat = crops.reshape(-1, *crops.shape[-3:])
     cur, conf = [], []

@@ -381,10 +381,8 @@ def create_track_stage(cfg: Config) -> TrackStage:
     from tracker.landmarker import load_landmarker
 
     detector = create_detector(cfg.detector.name)
-    landmarker = load_landmarker(cfg.model.weights, cfg.model.engine)
     t = cfg.track
-    if t.max_faces > 1:
-        landmarker.warmup(t.max_faces)
+    landmarker = load_landmarker(cfg.model.weights, cfg.model.engine, max_faces=t.max_faces)
     denoiser = None
     if t.temporal:
         from tracker.temporal import TEMPORAL_WEIGHTS, load_temporal
