@@ -36,7 +36,11 @@ class ConfigError(ValueError):
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )
-ENGINE_HELP = "auto, openvino, openvino-fp32, onnxruntime, torch, tensorrt or cuda (default auto)."
+# landmark engines (tracker.engine builds them; "onnx" is an alias of "onnxruntime")
+ENGINES = ("auto", "openvino", "openvino-fp32", "onnxruntime", "onnx", "torch", "tensorrt", "cuda")
+_NAMED = [e for e in ENGINES if e != "onnx"]
+ENGINE_HELP = f"{', '.join(_NAMED[:-1])} or {_NAMED[-1]} (default auto)."
+
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
@@ -79,7 +83,7 @@ class SmoothConfig:
 class ModelConfig:
     """The landmark engine."""
 
-    engine: str = "auto"  # see tracker.engine.ENGINES
+    engine: str = "auto"  # one of ENGINES
     weights: str | None = None  # None = the embedded default weights
 
 

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from tracker import heatmap
+from tracker.config import ENGINES
 
-ENGINES = ("auto", "openvino", "openvino-fp32", "onnxruntime", "onnx", "torch", "tensorrt", "cuda")
 TENSORRT_HINT = (
     "the TensorRT engine needs an NVIDIA GPU with CUDA and torch-tensorrt: on a CUDA machine "
     "run pip install 'tracker[tensorrt]' (GPU without TensorRT: --engine cuda; CPU: --engine "
@@ -247,12 +247,14 @@ def create_engine(model: nn.Module, size: int, channels: int, engine: str = "aut
         # RCN + DKM, 100 val faces, ms/face: ONNX Runtime 2.0, OpenVINO fp32 2.8, bf16 4.0
         # (python benchmarks/dkm_occlusion.py ... --engine E); RCN alone is fastest on OpenVINO
         wanted = "onnxruntime"
+    if wanted == "torch":
+        return TorchEngine(model, threads)
+    key = model_key(model, f"ort-{size}-{channels}-{torch.__version__}")  # of the ONNX export
     if wanted.startswith("openvino"):
         from tracker.engine_openvino import OpenVinoEngine
 
         try:
-            data, _ = cached_onnx(model, size, channels,
-                                  model_key(model, f"ort-{size}-{channels}-{torch.__version__}"))
+            data, _ = cached_onnx(model, size, channels, key)
             return OpenVinoEngine(data, threads, "fp32" if wanted == "openvino-fp32" else "auto")
         except EngineError:
             if engine != "auto":
@@ -260,7 +262,6 @@ def create_engine(model: nn.Module, size: int, channels: int, engine: str = "aut
             wanted = "onnxruntime"
     if wanted == "onnxruntime":
         try:
-            key = model_key(model, f"ort-{size}-{channels}-{torch.__version__}")
             return OnnxRuntimeEngine(model, size, channels, key, threads)
         except EngineError:
             if engine != "auto":

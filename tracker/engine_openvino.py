@@ -25,7 +25,11 @@ def bf16_supported() -> bool:
         import openvino as ov
     except ImportError:
         return False
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return _has_bf16(ov.Core())
+
+
+def _has_bf16(core) -> bool:  # noqa: ANN001 - openvino.Core
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVinoEngine(HostDecode):
@@ -43,8 +47,7 @@ class OpenVinoEngine(HostDecode):
             raise EngineError("openvino is not installed: pip install openvino") from exc
         self._core = ov.Core()
         if precision == "auto":
-            caps = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            precision = "bf16" if "BF16" in caps else "fp32"
+            precision = "bf16" if _has_bf16(self._core) else "fp32"
         self.precision = precision
         self._config = {
             "INFERENCE_NUM_THREADS": int(threads or 1),
@@ -73,15 +76,15 @@ class OpenVinoEngine(HostDecode):
             self._requests[n] = req
         return req
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits in OpenVINO's output buffer (valid until the next call)."""
         x = np.ascontiguousarray(batch, np.float32)
         req = self._request(x.shape[0])
         req.infer({0: x})
-        return req.get_output_tensor(0).data.copy()
+        return req.get_output_tensor(0).data
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch).copy()
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.ascontiguousarray(batch, np.float32)
-        req = self._request(x.shape[0])
-        req.infer({0: x})
-        # decode straight from OpenVINO's output buffer (valid until the next call)
-        return heatmap.decode(req.get_output_tensor(0).data)
+        return heatmap.decode(self._run(batch))  # decoded in place, no copy
