@@ -12,7 +12,7 @@ from synthetic import make_labelled_folder
 
 from tracker.data import Augment, _rotation
 from tracker.model import load_checkpoint
-from tracker.train import TrainConfig, Trainer, ema_avg_fn
+from tracker.train import TrainConfig, Trainer, ema_avg_fn, prefetch
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,46 @@ def test_rotation_is_uniform_or_clipped_normal() -> None:
 
 def test_ema_warms_up_then_uses_its_decay() -> None:
     avg = ema_avg_fn(0.998)
-    a, c = torch.zeros(3), torch.ones(3)
-    assert torch.allclose(avg(a, c, torch.tensor(0)), torch.full((3,), 0.9))  # d = 1/10 at first
-    assert torch.allclose(avg(a, c, torch.tensor(10_000)), torch.full((3,), 0.002))
+    a, c = [torch.zeros(3), torch.zeros(2)], [torch.ones(3), torch.ones(2)]
+    avg(a, c, torch.tensor(0))
+    assert all(torch.allclose(t, torch.full_like(t, 0.9)) for t in a)  # d = 1/10 at first
+    a = [torch.zeros(3)]
+    avg(a, [torch.ones(3)], torch.tensor(10_000))
+    assert torch.allclose(a[0], torch.full((3,), 0.002))
+    counter = [torch.tensor(100)]  # integer buffers follow the same average, truncated
+    avg(counter, [torch.tensor(200)], torch.tensor(0))
+    assert counter[0].item() == 190
+
+
+def test_time_budget_shrinks_the_schedule_and_resume_keeps_it(folder: Path, tmp_path: Path) -> None:
+    cfg = _cfg(folder, tmp_path, epochs=500, minutes=1e-6)  # a budget no epoch fits in
+    trainer = Trainer(cfg)
+    trainer.run()
+    assert trainer.epoch == 1 and trainer.epochs == 1  # stopped after the first (timed) epoch
+    total = trainer.sched.total_steps
+    assert total == trainer.steps_per_epoch
+    resumed = Trainer(replace(cfg, resume=True))
+    assert resumed.epochs == 1 and resumed.sched.total_steps == total
+
+
+def test_rebuilt_schedule_continues_where_the_steps_are() -> None:
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg = TrainConfig(lr=1e-2)
+    trainer.opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    trainer.steps_per_epoch, trainer.epoch = 10, 5
+    lrs = [trainer.one_cycle(e).get_last_lr()[0] for e in (10, 6)]
+    assert lrs[1] < lrs[0]  # epoch 5 of 6 is further down the cosine than epoch 5 of 10
+
+
+def test_prefetch_keeps_order_and_raises_the_producers_error() -> None:
+    assert list(prefetch(iter(range(20)), depth=2)) == list(range(20))
+
+    def broken():  # noqa: ANN202
+        yield 1
+        raise RuntimeError("bad image")
+
+    got = []
+    with pytest.raises(RuntimeError, match="bad image"):
+        for item in prefetch(broken()):
+            got.append(item)
+    assert got == [1]

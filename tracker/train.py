@@ -1,14 +1,19 @@
 """Training loops for RCN/SumNet (images) and the denoising keypoint model (keypoint maps).
 
 Checkpoints every epoch to ``OUT/last.pt`` (resumable) and ``OUT/best.pt`` (best val NME);
-the log goes to ``OUT/log.txt``, one line per epoch.
+the log goes to ``OUT/log.txt``, one line per epoch. Runs on a CUDA GPU when one is present
+(``device``); ``minutes`` fits the one-cycle schedule to a wall-clock budget.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import queue
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -61,6 +66,10 @@ class TrainConfig:
     occlude_p: float = 0.3
     flip: bool = True  # horizontal flip augmentation (with the left/right point swap)
     flip_shift: float = 0.0  # labels' x offset (fraction of the crop side) kept by flips (data.Augment)
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+    # > 0: wall-clock budget; after each epoch the schedule shrinks to the epochs that still fit
+    # (``epochs`` is then an upper bound)
+    minutes: float = 0.0
 
 
 def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -76,14 +85,19 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> to
     return (ce * inside).sum() / inside.sum().clamp_min(1.0)
 
 
-def ema_avg_fn(decay: float):  # noqa: ANN201 - torch's avg_fn signature
-    """EMA update with warm-up: step n uses min(decay, (1 + n) / (10 + n)), so the average
-    forgets the initial weights within the first hundred steps (a plain EMA at 0.998 still
-    carried 12 % of a random init after 10 epochs of 107 steps)."""
+def ema_avg_fn(decay: float):  # noqa: ANN201 - torch's multi_avg_fn signature
+    """EMA update (AveragedModel's ``multi_avg_fn``: one call per device/dtype group) with
+    warm-up: step n uses min(decay, (1 + n) / (10 + n)), so the average forgets the initial
+    weights within the first hundred steps (a plain EMA at 0.998 still carried 12 % of a random
+    init after 10 epochs of 107 steps). One host sync a step, not one per tensor."""
 
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def avg(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
         d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return averaged * d + current * (1.0 - d)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (BatchNorm's batch counter)
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(a * d + c * (1.0 - d))
 
     return avg
 
@@ -110,6 +124,9 @@ class Trainer:
         torch.set_num_threads(cfg.threads)
         self.rng = np.random.default_rng(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.device = torch.device(resolve_device(cfg.device))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         base = VARIANTS[cfg.model]
@@ -128,22 +145,23 @@ class Trainer:
             if cfg.init:
                 self.init_from(cfg.init)
             self.trainable = self.model
+        self.model.to(self.device)
         limit = cfg.limit or None
         self.train_set = load_folder(cfg.train, limit)
         self.val_set = load_folder(cfg.val, limit)
         # fixed, un-augmented validation crops, built once
         self.val = list(batches(self.val_set, self.net.size, 64, self.rng, None, shuffle=False))
-        steps = cfg.epochs * math.ceil(len(self.train_set) / cfg.batch)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch)
+        self.epochs = cfg.epochs  # the schedule's length (shrinks to fit ``minutes``)
+        self.epoch = 0
+        self.best = float("inf")
         self.opt = torch.optim.AdamW(self.trainable.parameters(), lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, cfg.lr, total_steps=steps,
-                                                         pct_start=0.05)
+        self.sched = self.one_cycle(self.epochs)
         self.ema = None
         if cfg.ema > 0:
             self.ema = torch.optim.swa_utils.AveragedModel(
-                self.model, avg_fn=ema_avg_fn(cfg.ema), use_buffers=True)
-        self.epoch = 0
-        self.best = float("inf")
+                self.model, multi_avg_fn=ema_avg_fn(cfg.ema), use_buffers=True)
         if cfg.resume and (self.out / "last.pt").exists():
             state = torch.load(self.out / "last.pt", map_location="cpu", weights_only=False)
             self.model.load_state_dict(state["model"])
@@ -152,8 +170,33 @@ class Trainer:
             self.opt.load_state_dict(state["opt"])
             self.sched.load_state_dict(state["sched"])
             self.epoch, self.best = state["epoch"], state["best"]
+            if state.get("epochs", self.epochs) != self.epochs:
+                self.epochs = state["epochs"]
+                self.sched = self.one_cycle(self.epochs)
+                self.sched.load_state_dict(state["sched"])
             self.rng = state["rng"]
             self.gen.set_state(state["gen"])
+
+    def one_cycle(self, epochs: int) -> torch.optim.lr_scheduler.OneCycleLR:
+        """The one-cycle schedule over ``epochs``, advanced to the steps already taken."""
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, self.cfg.lr, total_steps=epochs * self.steps_per_epoch, pct_start=0.05)
+        with warnings.catch_warnings():  # stepping without optimiser steps is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(self.epoch * self.steps_per_epoch):
+                sched.step()
+        return sched
+
+    def fit_budget(self, started: float, epochs_timed: int) -> None:
+        """Shrink the schedule to the epochs that fit ``cfg.minutes`` at the pace so far."""
+        if self.cfg.minutes <= 0 or epochs_timed == 0:
+            return
+        elapsed = time.perf_counter() - started
+        left = self.cfg.minutes * 60.0 - elapsed
+        fit = self.epoch + max(0, int(left / (elapsed / epochs_timed)))
+        if fit < self.epochs:
+            self.epochs = max(fit, self.epoch)
+            self.sched = self.one_cycle(self.epochs)
 
     def init_from(self, path: str) -> None:
         """Copy every weight whose name and shape match ``path``'s model (warm start)."""
@@ -179,12 +222,15 @@ class Trainer:
                       flip_shift=cfg.flip_shift)
         if cfg.dkm:
             aug = replace(aug, photometric=False, occlude_p=0.0)
-        for crops, pts in batches(self.train_set, self.net.size, cfg.batch, self.rng, aug):
-            pts_t = torch.from_numpy(pts)
+        stream = batches(self.train_set, self.net.size, cfg.batch, self.rng, aug)
+        if self.device.type == "cuda":
+            stream = prefetch(stream)
+        for crops, pts in stream:
+            pts_t = torch.from_numpy(pts).to(self.device)
             if cfg.dkm:
                 loss = self.dkm_loss(pts_t)
             else:
-                x = torch.from_numpy(self.pre(crops))
+                x = torch.from_numpy(self.pre(crops)).to(self.device)
                 loss = heatmap_loss(self.model(x), pts_t, cfg.sigma)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -199,7 +245,8 @@ class Trainer:
     def dkm_loss(self, pts: torch.Tensor) -> torch.Tensor:
         dkm = self.model.dkm
         m, size = dkm.cfg.map_size, self.net.size
-        noisy, visible = corrupt_points(pts.clamp(0, size - 1), size, self.gen)
+        noisy, visible = corrupt_points(pts.cpu().clamp(0, size - 1), size, self.gen)
+        noisy, visible = noisy.to(pts.device), visible.to(pts.device)
         maps = keypoint_maps(to_map_coords(noisy, size, m), m, dkm.cfg.sigma, visible)
         prior = F.interpolate(dkm(maps), size=(size, size), mode="bilinear", align_corners=False)
         return heatmap_loss(prior, pts, self.cfg.sigma)
@@ -215,22 +262,24 @@ class Trainer:
         model.eval()
         losses, errs = [], []
         for crops, pts in self.val:
-            logits = model(torch.from_numpy(self.pre(crops)))
-            pts_t = torch.from_numpy(pts)
+            logits = model(torch.from_numpy(self.pre(crops)).to(self.device))
+            pts_t = torch.from_numpy(pts).to(self.device)
             losses.append(float(heatmap_loss(logits, pts_t, self.cfg.sigma)) * len(crops))
-            errs.append(nme(heatmap.decode(np.ascontiguousarray(logits.numpy()))[0], pts))
+            errs.append(nme(heatmap.decode(np.ascontiguousarray(logits.cpu().numpy()))[0], pts))
         return sum(losses) / len(self.val_set), float(np.concatenate(errs).mean())
 
     def save(self, name: str, val_nme: float) -> None:
         meta = {"train_config": asdict(self.cfg), "epoch": self.epoch, "val_nme": val_nme,
-                "preprocess": asdict(self.pre), "params": count_params(self.model)}
+                "preprocess": asdict(self.pre), "params": count_params(self.model),
+                "epochs_scheduled": self.epochs}
         save_checkpoint(self.out / name, self.eval_model, self.net, self.dkm_cfg, meta)
 
     def run(self) -> float:
         cfg = self.cfg
         self.log(f"# {json.dumps(asdict(cfg))} params={count_params(self.model)} "
                  f"train={len(self.train_set)} val={len(self.val_set)}")
-        while self.epoch < cfg.epochs:
+        started, first = time.perf_counter(), self.epoch
+        while self.epoch < self.epochs:
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
             val_loss, val_nme = self.validate()
@@ -238,16 +287,51 @@ class Trainer:
             if val_nme < self.best:
                 self.best = val_nme
                 self.save("best.pt", val_nme)
+            self.fit_budget(started, self.epoch - first)
             ema = self.ema.state_dict() if self.ema is not None else None
             torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                         "sched": self.sched.state_dict(), "epoch": self.epoch, "best": self.best,
+                        "epochs": self.epochs,
                         "rng": self.rng, "gen": self.gen.get_state(), "ema": ema},
                        self.out / "last.tmp")
             (self.out / "last.tmp").replace(self.out / "last.pt")
-            self.log(f"epoch {self.epoch:3d} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-                     f"val_nme {val_nme * 100:.2f}% best {self.best * 100:.2f}% "
+            self.log(f"epoch {self.epoch:3d}/{self.epochs} train_loss {train_loss:.4f} "
+                     f"val_loss {val_loss:.4f} val_nme {val_nme * 100:.2f}% best {self.best * 100:.2f}% "
                      f"lr {self.sched.get_last_lr()[0]:.2e} {time.perf_counter() - t0:.0f}s")
         return self.best
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a CUDA GPU is present, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available")
+    return device
+
+
+def prefetch(items: Iterator[tuple[np.ndarray, np.ndarray]],
+             depth: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Produce ``items`` on a background thread (augmentation overlaps GPU steps); same order,
+    and an error there is raised here."""
+    q: queue.Queue = queue.Queue(depth)
+    done = object()
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            failed.append(e)
+        finally:
+            q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not done:
+        yield item
+    if failed:
+        raise failed[0]
 
 
 def train(cfg: TrainConfig) -> float:
