@@ -1,11 +1,13 @@
-"""Synthetic test clips written with PyAV (shared by source, CLI and pipeline tests)."""
+"""Synthetic test clips written with PyAV (shared by source, CLI and pipeline tests).
+
+PyAV is imported where a clip is written, so tests that only need labelled folders also run
+where PyAV is missing (the GPU machine's image)."""
 
 from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 
@@ -25,6 +27,8 @@ def make_clip(
     audio: bool = False,
 ) -> Path:
     """Write ``n_frames`` frames at ``rate`` fps (optionally with 1 s of silent AAC audio)."""
+    import av
+
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -55,6 +59,8 @@ def make_clip(
 
 def make_audio_only(path: Path) -> Path:
     """An audio-only file (no video stream)."""
+    import av
+
     with av.open(str(path), "w") as out:
         astream = out.add_stream("aac", rate=44100, layout="mono")
         a = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",

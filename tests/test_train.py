@@ -85,6 +85,20 @@ def test_time_budget_shrinks_the_schedule_and_resume_keeps_it(folder: Path, tmp_
     assert resumed.epochs == 1 and resumed.sched.total_steps == total
 
 
+def test_budget_uses_the_pace_after_the_first_epoch_and_can_grow() -> None:
+    trainer = Trainer.__new__(Trainer)
+    trainer.cfg = TrainConfig(lr=1e-2, epochs=100, minutes=1.0)
+    trainer.opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    trainer.steps_per_epoch, trainer.epoch, trainer.epochs = 10, 1, 100
+    trainer.fit_budget(30.0, [30.0])  # a slow first epoch: 1 more fits in the minute
+    assert trainer.epochs == 2
+    trainer.epoch = 2
+    trainer.fit_budget(32.0, [30.0, 2.0])  # then 2 s an epoch: 14 more fit
+    assert trainer.epochs == 16 and trainer.sched.total_steps == 160
+    trainer.fit_budget(32.0, [30.0, 0.01])  # never beyond --epochs
+    assert trainer.epochs == 100
+
+
 def test_rebuilt_schedule_continues_where_the_steps_are() -> None:
     trainer = Trainer.__new__(Trainer)
     trainer.cfg = TrainConfig(lr=1e-2)

@@ -179,24 +179,28 @@ class Trainer:
 
     def one_cycle(self, epochs: int) -> torch.optim.lr_scheduler.OneCycleLR:
         """The one-cycle schedule over ``epochs``, advanced to the steps already taken."""
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            self.opt, self.cfg.lr, total_steps=epochs * self.steps_per_epoch, pct_start=0.05)
+        total = max(epochs * self.steps_per_epoch, 1)
+        # warm-up over 5 % of the steps, at least 2 (torch divides by zero at exactly 1)
+        pct = 2.0 / total if 3 <= total < 40 else 0.05
+        sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, self.cfg.lr, total_steps=total,
+                                                    pct_start=pct)
         with warnings.catch_warnings():  # stepping without optimiser steps is the point here
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(self.epoch * self.steps_per_epoch):
                 sched.step()
         return sched
 
-    def fit_budget(self, started: float, epochs_timed: int) -> None:
-        """Shrink the schedule to the epochs that fit ``cfg.minutes`` at the pace so far."""
-        if self.cfg.minutes <= 0 or epochs_timed == 0:
+    def fit_budget(self, elapsed: float, epoch_times: list[float]) -> None:
+        """Fit the schedule (at most ``cfg.epochs``) to what is left of ``cfg.minutes`` at the
+        median epoch time since the first epoch (which carries start-up costs)."""
+        if self.cfg.minutes <= 0 or not epoch_times:
             return
-        elapsed = time.perf_counter() - started
-        left = self.cfg.minutes * 60.0 - elapsed
-        fit = self.epoch + max(0, int(left / (elapsed / epochs_timed)))
-        if fit < self.epochs:
-            self.epochs = max(fit, self.epoch)
-            self.sched = self.one_cycle(self.epochs)
+        pace = float(np.median(epoch_times[1:] or epoch_times))
+        fit = self.epoch + int(max(0.0, self.cfg.minutes * 60.0 - elapsed) / pace)
+        epochs = min(self.cfg.epochs, max(fit, self.epoch))
+        if epochs != self.epochs:
+            self.epochs = epochs
+            self.sched = self.one_cycle(epochs)
 
     def init_from(self, path: str) -> None:
         """Copy every weight whose name and shape match ``path``'s model (warm start)."""
@@ -278,7 +282,7 @@ class Trainer:
         cfg = self.cfg
         self.log(f"# {json.dumps(asdict(cfg))} params={count_params(self.model)} "
                  f"train={len(self.train_set)} val={len(self.val_set)}")
-        started, first = time.perf_counter(), self.epoch
+        started, epoch_times = time.perf_counter(), []
         while self.epoch < self.epochs:
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
@@ -287,7 +291,8 @@ class Trainer:
             if val_nme < self.best:
                 self.best = val_nme
                 self.save("best.pt", val_nme)
-            self.fit_budget(started, self.epoch - first)
+            epoch_times.append(time.perf_counter() - t0)
+            self.fit_budget(time.perf_counter() - started, epoch_times)
             ema = self.ema.state_dict() if self.ema is not None else None
             torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                         "sched": self.sched.state_dict(), "epoch": self.epoch, "best": self.best,
