@@ -1,8 +1,9 @@
 """Latency of heatmap decoding: p50/p99 microseconds for N faces x 68 maps of 64x64 logits.
 
-Run: python benchmarks/heatmap_bench.py [--repeats 300]
-Prints the auto-dispatched `decode`, the serial and parallel kernels forced, soft-argmax and
-the NumPy reference, so the `PARALLEL_MIN_MAPS` threshold can be checked on the machine at hand.
+Run: python benchmarks/heatmap_bench.py [--repeats 300] [--size 64] [--batches 1,4,8,32]
+Prints the auto-dispatched `decode` (soft-argmax, radius `DECODE_RADIUS`), its serial and
+parallel kernels forced, the older argmax + parabola decoder and the NumPy reference, so the
+`PARALLEL_MIN_MAPS` threshold can be checked on the machine at hand.
 """
 
 from __future__ import annotations
@@ -41,20 +42,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batches", default="1,4,8,32", help="comma-separated N (faces)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     heatmap.warmup()
     k, s = 68, args.size
     print(f"numba {nb.__version__}, threads {nb.get_num_threads()}, "
-          f"PARALLEL_MIN_MAPS {heatmap.PARALLEL_MIN_MAPS}, maps {k}x{s}x{s}")
+          f"PARALLEL_MIN_MAPS {heatmap.PARALLEL_MIN_MAPS}, DECODE_RADIUS {heatmap.DECODE_RADIUS}, "
+          f"maps {k}x{s}x{s}")
     print(f"{'N':>4} {'variant':>9} {'min us':>9} {'p50 us':>10} {'p99 us':>10} {'p50/map':>8}")
-    for n in (1, 4, 8, 32):
+    for n in (int(b) for b in args.batches.split(",")):
         logits = _gaussian_logits(n, k, s, rng)
         variants = {
             "decode": lambda x=logits: heatmap.decode(x),
             "serial": lambda x=logits: heatmap.decode(x, parallel=False),
             "parallel": lambda x=logits: heatmap.decode(x, parallel=True),
-            "soft r=2": lambda x=logits: heatmap.soft_argmax(x, 2),
+            "parabola": lambda x=logits: heatmap.decode_parabola(x),
             "numpy ref": lambda x=logits: heatmap.softmax_argmax_numpy(x),
         }
         for name, fn in variants.items():

@@ -152,7 +152,7 @@ def test_unknown_engine_is_a_clear_error(model: torch.nn.Module) -> None:
         create_engine(model, SMALL.size, 1, "tpu")
 
 
-# --- on-device decode maths (runs on the CPU here) -------------------------------------------
+# --- on-device decode maths (runs on the CPU here): windowed soft-argmax, as heatmap.decode ---
 
 
 def _maps(kind: str) -> np.ndarray:
@@ -187,6 +187,26 @@ def test_torch_decode_matches_numba_decode(kind: str) -> None:
     pts, conf = (t.numpy() for t in torch_decode(torch.from_numpy(x)))
     np.testing.assert_array_equal(np.isnan(pts), np.isnan(ref_pts))
     np.testing.assert_allclose(pts, ref_pts, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(conf, ref_conf, atol=1e-5)
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (80, 80), (5, 7), (1, 9)])
+def test_torch_decode_matches_numba_decode_on_gaussian_peaks(h: int, w: int) -> None:
+    """Log-Gaussian peaks in the interior, on edges and in corners (window clipped), as in
+    tests/test_heatmap.py; points within 1e-4 heatmap px of :func:`heatmap.decode`."""
+    rng = np.random.default_rng(h * w)
+    centres = [(0, 0), (w - 1, h - 1), (0, h - 1), (w - 1, 0), (w - 1, (h - 1) / 2),
+               ((w - 1) / 3, 0), (1.4, 2.6), (w - 2.3, h - 1.8)]
+    centres += [(rng.uniform(0, w - 1), rng.uniform(0, h - 1)) for _ in range(8)]
+    xs, ys = np.arange(w), np.arange(h)[:, None]
+    maps = [-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * s * s) + rng.uniform(-20, 20)
+            for cx, cy in centres for s in (0.7, 1.0, 2.0)]
+    x = np.stack(maps).astype(np.float32).reshape(2, -1, h, w)
+    x += rng.standard_normal(x.shape).astype(np.float32) * 0.1
+    ref_pts, ref_conf = heatmap.decode(x)
+    pts, conf = (t.numpy() for t in torch_decode(torch.from_numpy(x)))
+    assert np.isfinite(ref_pts).all()
+    np.testing.assert_allclose(pts, ref_pts, atol=1e-4)
     np.testing.assert_allclose(conf, ref_conf, atol=1e-5)
 
 

@@ -21,7 +21,7 @@ from tracker.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from tracker.train import corrupt_points, heatmap_loss
+from tracker.train import TrainConfig, corrupt_points, heatmap_loss
 
 SMALL = {name: replace(cfg, widths=tuple(max(4, w // 8) for w in cfg.widths), size=32)
          for name, cfg in VARIANTS.items()}
@@ -81,11 +81,21 @@ def test_points_outside_map_carry_no_loss() -> None:
     assert torch.isclose(heatmap_loss(logits, outside, 1.0), only_first)
 
 
-@pytest.mark.parametrize("x,y", [(3.0, 7.0), (10.3, 4.6), (0.0, 15.0)])
-def test_heatmap_decode_recovers_peak_of_trained_target(x: float, y: float) -> None:
+# decode (windowed soft-argmax) at the training sigma on peaks >= DECODE_RADIUS px inside the
+# map (a clipped window pulls border points inwards); the parabola fit is exact for any sigma and
+# falls back to the integer pixel on the border.
+@pytest.mark.parametrize(("decode", "sigma", "x", "y"), [
+    (heatmap.decode, TrainConfig.sigma, 3.0, 7.0),
+    (heatmap.decode, TrainConfig.sigma, 10.3, 4.6),
+    (heatmap.decode_parabola, 1.5, 3.0, 7.0),
+    (heatmap.decode_parabola, 1.5, 10.3, 4.6),
+    (heatmap.decode_parabola, 1.5, 0.0, 15.0),
+])
+def test_heatmap_decode_recovers_peak_of_trained_target(decode, sigma: float, x: float,
+                                                        y: float) -> None:
     pts = torch.tensor([[[x, y]]])
-    logits = keypoint_maps(pts, 16, 1.5).log().clamp_min(-80)
-    got = torch.from_numpy(heatmap.decode(logits.numpy())[0])[0, 0]
+    logits = keypoint_maps(pts, 16, sigma).log().clamp_min(-80)
+    got = torch.from_numpy(decode(logits.numpy())[0])[0, 0]
     assert torch.allclose(got, pts[0, 0], atol=0.05)
     assert torch.equal(argmax_points(logits)[0, 0], pts[0, 0].round())
 

@@ -1,8 +1,9 @@
 """GPU engines: TensorRT (torch-tensorrt, dynamo IR) and a CUDA-graph engine without TensorRT.
 
 Both run a fixed batch (``max_batch``; fewer faces are zero-padded, more run in several calls)
-in fp16 by default, and decode the heatmaps on the device (:func:`torch_decode`, the same maths as
-:func:`tracker.heatmap.decode`) so only points and confidences cross back to the host.
+in fp16 by default, and decode the heatmaps on the device (:func:`torch_decode`, the same
+windowed soft-argmax as :func:`tracker.heatmap.decode`) so only points and confidences cross
+back to the host.
 
 * ``tensorrt``: the model, cast to half with half inputs (how fp16 is chosen on the dynamo path,
   where ``enabled_precisions`` is ignored), compiled by ``torch_tensorrt.compile(ir="dynamo",
@@ -26,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tracker import heatmap
@@ -42,35 +42,31 @@ def torch_decode(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`tracker.heatmap.decode` in torch ops (no host sync, CUDA-graph safe).
 
     ``logits`` (N, K, H, W) of any float dtype -> points float32 (N, K, 2) in heatmap pixels
-    and confidence float32 (N, K). Computed in float32.
+    and confidence float32 (N, K). Computed in float32: the (2r+1)^2 window at the argmax is
+    gathered with clamped indices and masked where it leaves the map (fixed shapes).
     """
     n, k, h, w = logits.shape
+    r = heatmap.DECODE_RADIUS
     flat = logits.float().reshape(n * k, h * w)
     idx = flat.argmax(dim=1, keepdim=True)
     m = flat.gather(1, idx)
     total = torch.exp(flat - m).sum(dim=1)
     py = torch.div(idx, w, rounding_mode="floor")
     px = idx - py * w
-    padded = F.pad(flat.reshape(n * k, h, w), (1, 1, 1, 1), value=-math.inf)
-    wp = w + 2
-    step = torch.arange(-1, 2, device=logits.device)  # a kernel, not a host copy (graph-safe)
-    offsets = (step[:, None] * wp + step[None, :]).reshape(1, 9)
-    centre = (py + 1) * wp + px + 1
-    win = padded.reshape(n * k, (h + 2) * wp).gather(1, centre + offsets)
-    window = torch.exp(win - m).sum(dim=1)
-    mm = m[:, 0]
-
-    def offset(lo: torch.Tensor, hi: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-        den = lo - 2.0 * mm + hi
-        ok = inside & (den < 0)
-        d = 0.5 * (lo - hi) / torch.where(ok, den, torch.ones_like(den))
-        return torch.where(ok, d.clamp(-0.5, 0.5), torch.zeros_like(d))
-
-    pxf, pyf = px[:, 0].float(), py[:, 0].float()
-    dx = offset(win[:, 3], win[:, 5], (px[:, 0] > 0) & (px[:, 0] < w - 1))
-    dy = offset(win[:, 1], win[:, 7], (py[:, 0] > 0) & (py[:, 0] < h - 1))
-    pts = torch.stack([pxf + dx, pyf + dy], dim=1)
+    step = torch.arange(-r, r + 1, device=logits.device)  # a kernel, not a host copy (graph-safe)
+    ys, xs = py + step, px + step  # (M, 2r+1) rows and columns of the window
+    inside = (((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :])
+    cells = ys.clamp(0, h - 1)[:, :, None] * w + xs.clamp(0, w - 1)[:, None, :]
+    win = flat.gather(1, cells.reshape(n * k, -1)).reshape(cells.shape)
+    e = torch.where(inside, torch.exp(win - m[:, :, None]), torch.zeros_like(win))
+    sw = e.sum(dim=(1, 2))
+    stepf = step.float()
+    dx = (e.sum(dim=1) * stepf).sum(dim=1) / sw
+    dy = (e.sum(dim=2) * stepf).sum(dim=1) / sw
+    pts = torch.stack([px[:, 0].float() + dx, py[:, 0].float() + dy], dim=1)
+    window = e[:, r - 1 : r + 2, r - 1 : r + 2].sum(dim=(1, 2))
     conf = (window / total).clamp(max=1.0)
+    mm = m[:, 0]
     bad = ~torch.isfinite(mm) | ~torch.isfinite(total)
     pts = torch.where(bad[:, None], torch.full_like(pts, math.nan), pts)
     conf = torch.where(bad, torch.zeros_like(conf), conf)

@@ -1,12 +1,15 @@
 """Heatmap decoding: logits of a per-map softmax model -> sub-pixel points and confidence.
 
-Points are ``(x, y)`` in heatmap pixels with pixel centres at integers. The confidence of a
-point is the softmax probability mass in the 3x3 window around the map's argmax.
+Points are ``(x, y)`` in heatmap pixels with pixel centres at integers. :func:`decode` (the
+package's decoder) takes the softmax-weighted mean position in the (2r+1)^2 window, clipped to
+the map, around each map's argmax, r = ``DECODE_RADIUS``; :func:`decode_parabola` is the older
+argmax + separable parabola fit. The confidence of a point is, for every decoder, the softmax
+probability mass in the 3x3 window around the argmax.
 
 Kernels are Numba-compiled with ``cache=True`` (compiled once to disk, never at import); call
 :func:`warmup` at start-up to load them before the first frame. The full-map softmax sum uses a
 vectorisable float32 ``exp`` (relative error ~2e-7) summed in float32 because ``math.exp`` does not vectorise
-without SVML; the window mass and the sub-pixel fit use float64 ``math.exp``.
+without SVML; the window sums use float64 ``math.exp``.
 
 A map whose values hold NaN, or whose maximum is infinite, decodes to a NaN point with
 confidence 0.
@@ -20,8 +23,10 @@ import numba as nb
 import numpy as np
 
 __all__ = [
+    "DECODE_RADIUS",
     "PARALLEL_MIN_MAPS",
     "decode",
+    "decode_parabola",
     "points_to_maps",
     "soft_argmax",
     "softmax_argmax_numpy",
@@ -33,6 +38,11 @@ __all__ = [
 # jump to a scheduler slice (~8-16 ms) (benchmarks/heatmap_bench.py). So every real-time size
 # stays serial; pass ``parallel=True`` for large offline batches on a free machine.
 PARALLEL_MIN_MAPS = 8192
+
+# Window radius of `decode` (also `tracker.engine_gpu.torch_decode`). On the lite model, r = 3 and
+# 4 tie and beat argmax + parabola by ~0.04 NME points (4.100 -> 4.065 % after calibration). The
+# calibration offsets stored in a checkpoint are only valid for the decoder they were fitted with.
+DECODE_RADIUS = 3
 
 _SIGN_FLIP = np.int32(0x7FFFFFFF)
 _LOG2E = np.float32(1.4426950408889634)
@@ -112,10 +122,10 @@ def _decode_one(a: np.ndarray, bits: np.ndarray, h: int, w: int, radius: int,
     py = idx // w
     px = idx - py * w
     window = 0.0
-    for y in range(max(py - 1, 0), min(py + 2, h)):
-        for x in range(max(px - 1, 0), min(px + 2, w)):
-            window += math.exp(float(a[y * w + x]) - m)
     if radius == 0:
+        for y in range(max(py - 1, 0), min(py + 2, h)):
+            for x in range(max(px - 1, 0), min(px + 2, w)):
+                window += math.exp(float(a[y * w + x]) - m)
         dx = 0.0
         dy = 0.0
         if 0 < px < w - 1:
@@ -124,7 +134,7 @@ def _decode_one(a: np.ndarray, bits: np.ndarray, h: int, w: int, radius: int,
             dy = _parabola(float(a[idx - w]), m, float(a[idx + w]))
         pt[0] = px + dx
         pt[1] = py + dy
-    else:
+    else:  # one pass over the window; the 3x3 mass is summed in the same order as above
         sw = 0.0
         sx = 0.0
         sy = 0.0
@@ -132,10 +142,12 @@ def _decode_one(a: np.ndarray, bits: np.ndarray, h: int, w: int, radius: int,
             for x in range(max(px - radius, 0), min(px + radius + 1, w)):
                 e = math.exp(float(a[y * w + x]) - m)
                 sw += e
-                sx += e * x
-                sy += e * y
-        pt[0] = sx / sw
-        pt[1] = sy / sw
+                sx += e * (x - px)
+                sy += e * (y - py)
+                if abs(x - px) <= 1 and abs(y - py) <= 1:
+                    window += e
+        pt[0] = px + sx / sw
+        pt[1] = py + sy / sw
     return min(1.0, window / total)
 
 
@@ -174,31 +186,42 @@ def _run(logits: np.ndarray, radius: int,
 
 def decode(logits: np.ndarray,
            parallel: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax + separable parabola refinement on the logits.
+    """The package's decoder: :func:`soft_argmax` with radius ``DECODE_RADIUS``.
 
     ``logits`` (N, K, H, W) -> points float32 (N, K, 2) as (x, y) heatmap pixels and
-    confidence float32 (N, K), the softmax mass of the 3x3 window at the peak. The parabola
-    fit is exact for log-Gaussian peaks; the offset is clamped to +-0.5 px and is 0 along an
-    axis where the peak touches the border. ``parallel=None`` picks the prange kernel from
-    ``PARALLEL_MIN_MAPS`` maps up.
+    confidence float32 (N, K), the softmax mass of the 3x3 window at the argmax. A map holding
+    NaN, or whose maximum is infinite, gives a NaN point with confidence 0. ``parallel=None``
+    picks the prange kernel from ``PARALLEL_MIN_MAPS`` maps up.
+    """
+    return _run(logits, DECODE_RADIUS, parallel)
+
+
+def decode_parabola(logits: np.ndarray,
+                    parallel: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Argmax + separable parabola fit through the peak and its two neighbours on each axis.
+
+    Same outputs as :func:`decode`. Exact for log-Gaussian peaks; the offset is clamped to
+    +-0.5 px and is 0 along an axis where the argmax lies on the border.
     """
     return _run(logits, 0, parallel)
 
 
-def soft_argmax(logits: np.ndarray, radius: int = 2,
+def soft_argmax(logits: np.ndarray, radius: int = DECODE_RADIUS,
                 parallel: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Softmax-weighted mean position in a (2r+1)^2 window (clipped to the map) at the argmax.
 
-    Returns points and confidence as :func:`decode` (same 3x3 confidence). Clipping at the
-    map border pulls points towards the inside.
+    Same outputs as :func:`decode` (3x3 confidence). Clipping at the map border pulls points
+    towards the inside.
     """
     if radius < 1:
         raise ValueError(f"radius must be >= 1, got {radius}")
     return _run(logits, int(radius), parallel)
 
 
-def softmax_argmax_numpy(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy (float64) reference of :func:`decode`, for tests."""
+def softmax_argmax_numpy(logits: np.ndarray,
+                         radius: int = DECODE_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy (float64) reference, for tests: :func:`soft_argmax` with ``radius`` >= 1, or
+    :func:`decode_parabola` with ``radius=0``."""
     x = np.asarray(logits, dtype=np.float32)
     n, k, h, w = x.shape
     a = x.reshape(n * k, h * w).astype(np.float64)
@@ -208,26 +231,39 @@ def softmax_argmax_numpy(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", over="ignore"):
         total = np.exp(a - m[:, None]).sum(axis=1)
     py, px = np.divmod(idx, w)
+    pad = max(radius, 1)
     maps = a.reshape(n * k, h, w)
-    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    window = np.zeros(n * k)
-    for oy in (-1, 0, 1):
-        for ox in (-1, 0, 1):
+    padded = np.pad(maps, ((0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+
+    def weights(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sums of exp(logit - max), and of it times dx and dy, over the radius-r window."""
+        s = np.zeros((3, n * k))
+        for oy in range(-r, r + 1):
+            for ox in range(-r, r + 1):
+                with np.errstate(invalid="ignore"):
+                    e = np.exp(padded[rows, py + pad + oy, px + pad + ox] - m)
+                s += [e, e * ox, e * oy]
+        return s[0], s[1], s[2]
+
+    window = weights(1)[0]
+    if radius >= 1:
+        sw, sx, sy = weights(radius)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pts = np.stack([px + sx / sw, py + sy / sw], axis=1)
+    else:
+        def offset(lo: np.ndarray, hi: np.ndarray, inside: np.ndarray) -> np.ndarray:
             with np.errstate(invalid="ignore"):
-                window += np.exp(padded[rows, py + 1 + oy, px + 1 + ox] - m)
+                den = lo - 2.0 * m + hi
+                ok = inside & (den < 0)
+            d = np.zeros_like(m)
+            d[ok] = 0.5 * (lo[ok] - hi[ok]) / den[ok]
+            return np.clip(d, -0.5, 0.5)
 
-    def offset(lo: np.ndarray, hi: np.ndarray, inside: np.ndarray) -> np.ndarray:
-        den = lo - 2.0 * m + hi
-        ok = inside & (den < 0)
-        d = np.zeros_like(m)
-        d[ok] = 0.5 * (lo[ok] - hi[ok]) / den[ok]
-        return np.clip(d, -0.5, 0.5)
-
-    in_x = (px > 0) & (px < w - 1)
-    in_y = (py > 0) & (py < h - 1)
-    dx = offset(padded[rows, py + 1, px], padded[rows, py + 1, px + 2], in_x)
-    dy = offset(padded[rows, py, px + 1], padded[rows, py + 2, px + 1], in_y)
-    pts = np.stack([px + dx, py + dy], axis=1)
+        in_x = (px > 0) & (px < w - 1)
+        in_y = (py > 0) & (py < h - 1)
+        dx = offset(padded[rows, py + 1, px], padded[rows, py + 1, px + 2], in_x)
+        dy = offset(padded[rows, py, px + 1], padded[rows, py + 2, px + 1], in_y)
+        pts = np.stack([px + dx, py + dy], axis=1)
     conf = np.minimum(1.0, window / total)
     bad = ~np.isfinite(total) | ~np.isfinite(m)
     pts[bad] = np.nan
@@ -264,5 +300,5 @@ def warmup() -> None:
     pts = np.empty((1, 2), np.float32)
     conf = np.empty(1, np.float32)
     for kernel in (_decode_serial, _decode_parallel):
-        for radius in (0, 1):
+        for radius in (0, DECODE_RADIUS):
             kernel(x.reshape(1, 9), 3, 3, radius, pts, conf)
