@@ -12,7 +12,7 @@ from synthetic import make_labelled_folder
 
 from tracker.data import Augment, _rotation
 from tracker.model import load_checkpoint
-from tracker.train import TrainConfig, Trainer, ema_avg_fn, prefetch
+from tracker.train import TrainConfig, Trainer, distill_loss, ema_avg_fn, prefetch
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,23 @@ def test_prefetch_keeps_order_and_raises_the_producers_error() -> None:
         for item in prefetch(broken()):
             got.append(item)
     assert got == [1]
+
+
+def test_distill_loss_is_smallest_at_the_teachers_maps() -> None:
+    teacher = torch.randn(2, 3, 8, 8) * 3
+    p = torch.softmax(teacher.reshape(2, 3, -1), -1)
+    entropy = -(p * torch.log(p)).sum(-1).mean()
+    assert torch.allclose(distill_loss(teacher, teacher), entropy, atol=1e-5)
+    assert distill_loss(teacher + torch.randn_like(teacher), teacher) > entropy
+
+
+def test_a_teacher_must_match_the_students_input(folder: Path, tmp_path: Path) -> None:
+    Trainer(_cfg(folder, tmp_path / "t")).run()
+    teacher = str(tmp_path / "t" / "best.pt")
+    trainer = Trainer(_cfg(folder, tmp_path / "s", teacher=teacher, kd_weight=0.5))
+    assert trainer.teacher is not None
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+    trainer.run()
+    assert (tmp_path / "s" / "best.pt").is_file()
+    with pytest.raises(ValueError, match="teacher"):
+        Trainer(_cfg(folder, tmp_path / "w", model="rcn_lite80", teacher=teacher))

@@ -66,6 +66,8 @@ class TrainConfig:
     occlude_p: float = 0.3
     flip: bool = True  # horizontal flip augmentation (with the left/right point swap)
     flip_shift: float = 0.0  # labels' x offset (fraction of the crop side) kept by flips (data.Augment)
+    teacher: str = ""  # checkpoint whose softmax maps are a second target (distillation)
+    kd_weight: float = 0.5  # with ``teacher``: weight of its maps in the loss (1 - it: the labels)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
     # > 0: wall-clock budget; after each epoch the schedule shrinks to the epochs that still fit
     # (``epochs`` is then an upper bound)
@@ -83,6 +85,13 @@ def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> to
     inside = ((points >= 0) & (points <= h - 1)).all(-1).to(logits.dtype)
     ce = -(target * F.log_softmax(logits.reshape(n, k, -1), dim=-1)).sum(-1)
     return (ce * inside).sum() / inside.sum().clamp_min(1.0)
+
+
+def distill_loss(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each map's softmax against the teacher's softmax of the same map."""
+    n, k = logits.shape[:2]
+    target = F.softmax(teacher.reshape(n, k, -1).float(), dim=-1)
+    return -(target * F.log_softmax(logits.reshape(n, k, -1), dim=-1)).sum(-1).mean()
 
 
 def ema_avg_fn(decay: float):  # noqa: ANN201 - torch's multi_avg_fn signature
@@ -146,6 +155,7 @@ class Trainer:
                 self.init_from(cfg.init)
             self.trainable = self.model
         self.model.to(self.device)
+        self.teacher = self.load_teacher(cfg.teacher) if cfg.teacher else None
         limit = cfg.limit or None
         self.train_set = load_folder(cfg.train, limit)
         self.val_set = load_folder(cfg.val, limit)
@@ -202,6 +212,16 @@ class Trainer:
             self.epochs = epochs
             self.sched = self.one_cycle(epochs)
 
+    def load_teacher(self, path: str) -> torch.nn.Module:
+        """The distillation teacher: same input size and preprocessing as the student."""
+        ckpt = load_checkpoint(path)
+        if ckpt.net.size != self.net.size or ckpt.preprocess != self.pre:
+            raise ValueError(f"teacher {path}: input {ckpt.net.size} px, {ckpt.preprocess}; "
+                             f"the student needs {self.net.size} px, {self.pre}")
+        for p in ckpt.model.parameters():
+            p.requires_grad_(False)
+        return ckpt.model.eval().to(self.device, memory_format=torch.channels_last)
+
     def init_from(self, path: str) -> None:
         """Copy every weight whose name and shape match ``path``'s model (warm start)."""
         src = load_checkpoint(path).model.state_dict()
@@ -235,7 +255,12 @@ class Trainer:
                 loss = self.dkm_loss(pts_t)
             else:
                 x = torch.from_numpy(self.pre(crops)).to(self.device)
-                loss = heatmap_loss(self.model(x), pts_t, cfg.sigma)
+                logits = self.model(x)
+                loss = heatmap_loss(logits, pts_t, cfg.sigma)
+                if self.teacher is not None:
+                    with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16):
+                        soft = self.teacher(x)  # bf16: 2.6x faster on this CPU, logits +-0.1
+                    loss = (1.0 - cfg.kd_weight) * loss + cfg.kd_weight * distill_loss(logits, soft)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
