@@ -28,6 +28,7 @@ def test_default_toml_mirrors_the_built_in_defaults() -> None:
         ("webcam", "pipeline.policy", "drop_oldest"),
         ("offline", "pipeline.policy", "block"),
         ("offline", "track.max_faces", 4),
+        ("fast", "model.weights", "rcn_lite_fast"),
     ],
 )
 def test_shipped_configs_load_by_name(name: str, key: str, value: Any) -> None:

@@ -131,14 +131,15 @@ def test_bf16_openvino_stays_within_its_tolerance() -> None:
     from tracker.metrics import nme
     from tracker.model import load_checkpoint
 
+    ckpt = load_checkpoint(None)
+    size = ckpt.net.size
     samples = load_folder(val, limit=120)
-    pairs = [face_crop(s.image, s.points, 64, None, None) for s in samples]
+    pairs = [face_crop(s.image, s.points, size, None, None) for s in samples]
     x = preprocess_crops(np.stack([c for c, _ in pairs]), 1, False)
     truth = np.stack([p for _, p in pairs])
-    ckpt = load_checkpoint(None)
     with torch.no_grad():
         ref_pts, _ = heatmap.decode(ckpt.model.eval()(torch.from_numpy(x)).numpy())
-    eng = create_engine(ckpt.model, 64, 1, "openvino")
+    eng = create_engine(ckpt.model, size, 1, "openvino")
     assert eng.precision == "bf16"
     pts = np.concatenate([eng.predict(x[i : i + 1])[0] for i in range(len(x))])
     err = np.linalg.norm(pts - ref_pts, axis=-1)

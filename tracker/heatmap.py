@@ -39,10 +39,11 @@ __all__ = [
 # stays serial; pass ``parallel=True`` for large offline batches on a free machine.
 PARALLEL_MIN_MAPS = 8192
 
-# Window radius of `decode` (also `tracker.engine_gpu.torch_decode`). On the lite model, r = 3 and
-# 4 tie and beat argmax + parabola by ~0.04 NME points (4.100 -> 4.065 % after calibration). The
-# calibration offsets stored in a checkpoint are only valid for the decoder they were fitted with.
-DECODE_RADIUS = 3
+# Window radius of `decode` (also `tracker.engine_gpu.torch_decode`). Val NME after calibration:
+# 64x64 lite model, r = 3 and 4 tie at 4.065 % (parabola 4.100); 80x80 lite model, r = 3 4.000 %,
+# r = 4 3.992 %, r = 5 3.989 % (parabola 4.039). The calibration offsets stored in a checkpoint
+# are only valid for the decoder they were fitted with.
+DECODE_RADIUS = 4
 
 _SIGN_FLIP = np.int32(0x7FFFFFFF)
 _LOG2E = np.float32(1.4426950408889634)

@@ -270,9 +270,21 @@ class WeightsError(ValueError):
     """Raised for a missing or unreadable weights file."""
 
 
+def resolve_weights(path: str | Path | None) -> Path:
+    """A weights file: ``None``/"" = the default; a bare name (no folder, no suffix) that is
+    not a file here = one shipped with tracker (``rcn_lite_fast`` -> ``weights/rcn_lite_fast.pt``)."""
+    if not path:
+        return DEFAULT_WEIGHTS
+    p = Path(path)
+    if not p.exists() and p.name == str(path) and not p.suffix:
+        return WEIGHTS_DIR / f"{path}.pt"
+    return p
+
+
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
-    """Load a checkpoint saved by ``save_checkpoint`` (RCN alone or RCN+DKM fused)."""
-    path = Path(path) if path else DEFAULT_WEIGHTS
+    """Load a checkpoint saved by ``save_checkpoint`` (RCN alone or RCN+DKM fused); ``path`` as
+    :func:`resolve_weights` takes it."""
+    path = resolve_weights(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
