@@ -3,7 +3,11 @@
 # parallel on the GPU for TRAIN_MINUTES each. Results go to $OUT (snapshotted every 30 s, so a
 # cut-off call still returns them): NAME.pt (each run's best checkpoint) and logs.tar.gz (env.txt,
 # gpu_tests.txt, gpu_bench_fp16/fp32.json, each run's log and output).
-# Data: DATA=folder with train/ and val/ (faces68 copied into the repo's ignored .gpu/).
+# Data: DATA=folder with train/ and val/. The lent machine gets only the repo, so copy the data in
+# and keep git from tracking it (49 MB, under the 64 MiB that travels), then carry it:
+#   echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu && cp -r ../shared/data/faces68 .gpu/
+#   device run: TRAIN_MINUTES=6 bash benchmarks/gpu_session.sh   (carry: [".gpu"])
+# The runs below are the ones of 2026-11-26 (the second call added EXTRA="--minutes 0 --epochs 80").
 set -u
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD PYTHONDONTWRITEBYTECODE=1
 OUT=${OUT:-/tmp/gpu_out}; DATA=${DATA:-.gpu/faces68}; MIN=${TRAIN_MINUTES:-6}
