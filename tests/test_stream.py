@@ -683,7 +683,8 @@ def test_real_landmarks_on_a_real_clip_reach_a_client(capsys: pytest.CaptureFixt
     assert frames[-1]["frame"] == n - 1 and faces  # the singer is found
     for face in faces:
         xs = [p[0] for p in face["points"]]
-        assert 0 <= min(xs) and max(xs) <= 640
+        # frame pixels (not crop pixels); a face cut by the frame edge may reach a little past it
+        assert -64 <= min(xs) and max(xs) <= 704 and max(xs) - min(xs) > 20
         assert face["pose"] is not None and -180 <= face["pose"]["yaw"] <= 180
     facing = [f for m in frames if m["frame"] >= 90 for f in m["faces"]]
     assert facing, "the singer facing the camera is tracked"

@@ -165,7 +165,7 @@ class TrackStage(Stage):
         *,
         max_faces: int = 1,
         rescan_every: int = 30,
-        presence_threshold: float = 0.2,
+        presence_threshold: float = 0.17,
         iou_threshold: float = 0.3,
         min_score: float = 0.0,
         roi_scale: float = 1.25,
