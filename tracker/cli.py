@@ -243,7 +243,7 @@ def run_command(
         bool | None,
         typer.Option("--temporal/--no-temporal", show_default=False,
                      help="Correct occluded or implausible points with the temporal denoising "
-                     "model (default off: see docs/tracking.md)."),
+                     "model (default on)."),
     ] = None,
     smooth: Annotated[
         str | None,

@@ -65,9 +65,7 @@ class TrackConfig:
     iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
     roi_scale: float = 1.25  # next frame's crop: this many face sizes, rotated with the eye line
     discard_after: int = 30  # a face lost this many frames ago or less can get its id back
-    # temporal denoising keypoint model (when its weights exist); off: with the 80x80 default it
-    # raised the video benchmark's error (docs/tracking.md)
-    temporal: bool = False
+    temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
     temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
 
 
