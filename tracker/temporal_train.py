@@ -48,7 +48,7 @@ class TemporalTrainConfig:
     frames: int = 4  # frames per clip
     hidden: int = 256
     layers: int = 2
-    blend: float = 0.5  # share of the correction applied at run time (see TemporalConfig)
+    blend: float = 0.25  # share of the correction applied at run time (see TemporalConfig)
     steps: int = 3000
     batch: int = 64  # clips per step
     lr: float = 2e-3
