@@ -140,3 +140,18 @@ def test_a_teacher_must_match_the_students_input(folder: Path, tmp_path: Path) -
     assert (tmp_path / "s" / "best.pt").is_file()
     with pytest.raises(ValueError, match="teacher"):
         Trainer(_cfg(folder, tmp_path / "w", model="rcn_lite80", teacher=teacher))
+
+
+def test_train_cli_option_errors_are_one_line(folder: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from tracker.cli import ExitCode, main
+
+    base = ["train", "--train", str(folder), "--val", str(folder), "--out", str(tmp_path / "r"),
+            "--epochs", "1", "--batch", "3", "--threads", "1"]
+    cases = [["--device", "tpu"], ["--teacher", str(tmp_path / "missing.pt")]]
+    if not torch.cuda.is_available():
+        cases.append(["--device", "cuda"])
+    for extra in cases:
+        assert main([*base, *extra]) == ExitCode.USAGE
+        err = capsys.readouterr().err.strip()
+        assert err and "\n" not in err and "Traceback" not in err, err

@@ -16,7 +16,8 @@ VAL_DIR = "../shared/data/faces68/val"
 
 
 def train_command(
-    model: Annotated[str, typer.Option(help="Variant: rcn_lite, rcn, sumnet_lite, sumnet.")] = "rcn_lite",
+    model: Annotated[str, typer.Option(
+        help="Variant: rcn_lite80, rcn_lite, rcn, sumnet_lite, sumnet (tracker/model.py).")] = "rcn_lite",
     train: Annotated[str, typer.Option(help="Training folder (images + .pts).")] = TRAIN_DIR,
     val: Annotated[str, typer.Option(help="Validation folder (images + .pts).")] = VAL_DIR,
     out: Annotated[str, typer.Option(help="Run folder: log.txt, last.pt, best.pt.")] = "runs/rcn_lite",
@@ -42,6 +43,12 @@ def train_command(
     flip: Annotated[bool, typer.Option(help="Horizontal flip augmentation (left/right swap).")] = True,
     flip_shift: Annotated[float, typer.Option(
         help="Labels' x offset (fraction of the crop side) that flipped labels keep.")] = 0.0,
+    teacher: Annotated[str, typer.Option(
+        help="Distil from this checkpoint (same input size): its softmax maps are a target.")] = "",
+    kd_weight: Annotated[float, typer.Option(help="With --teacher: weight of its maps.")] = 0.5,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    minutes: Annotated[float, typer.Option(
+        help="Wall-clock budget: the schedule shrinks to the epochs that fit (0 = off).")] = 0.0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     """Train RCN / SumNet on 68-point data (or the DKM with --dkm); checkpoints every epoch."""
@@ -49,16 +56,24 @@ def train_command(
         for folder in (train, val):
             if not Path(folder).is_dir():
                 raise CliError(f"data folder not found: {folder}", ExitCode.SOURCE)
-        from tracker.train import TrainConfig
-        from tracker.train import train as run_training
+        if device not in ("auto", "cpu", "cuda"):
+            raise CliError(f"--device must be auto, cpu or cuda, got {device!r}", ExitCode.USAGE)
+        if teacher and not Path(teacher).is_file():
+            raise CliError(f"teacher checkpoint not found: {teacher}", ExitCode.USAGE)
+        from tracker.train import TrainConfig, Trainer
 
         cfg = TrainConfig(model=model, train=train, val=val, out=out, epochs=epochs, batch=batch,
                           lr=lr, weight_decay=weight_decay, sigma=sigma, seed=seed, threads=threads,
                           channels=channels, lcn=lcn, dkm=dkm, dkm_width=dkm_width,
                           rcn_weights=rcn_weights, init=init, limit=limit, resume=resume, ema=ema,
                           rotate_sigma=rotate_sigma, occlude_p=occlude_p, flip=flip,
-                          flip_shift=flip_shift)
-        best = run_training(cfg)
+                          flip_shift=flip_shift, teacher=teacher, kd_weight=kd_weight,
+                          device=device, minutes=minutes)
+        try:
+            trainer = Trainer(cfg)
+        except ValueError as exc:  # no CUDA GPU for --device cuda, a mismatched teacher, bad data
+            raise CliError(str(exc), ExitCode.USAGE) from None
+        best = trainer.run()
         typer.echo(f"best val NME {best * 100:.2f}% -> {out}/best.pt")
 
 
