@@ -178,12 +178,10 @@ class Trainer:
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
-            self.sched.load_state_dict(state["sched"])
             self.epoch, self.best = state["epoch"], state["best"]
-            if state.get("epochs", self.epochs) != self.epochs:
-                self.epochs = state["epochs"]
-                self.sched = self.one_cycle(self.epochs)
-                self.sched.load_state_dict(state["sched"])
+            self.epochs = state.get("epochs", self.epochs)  # as fitted to a time budget
+            self.sched = self.one_cycle(self.epochs)
+            self.sched.load_state_dict(state["sched"])
             self.rng = state["rng"]
             self.gen.set_state(state["gen"])
 
@@ -332,7 +330,10 @@ class Trainer:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a CUDA GPU is present, else ``cpu``."""
+    """``auto`` -> ``cuda`` when a CUDA GPU is present, else ``cpu``; ValueError for anything
+    but auto, cpu and cuda, and for cuda without a GPU."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
