@@ -37,9 +37,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tracker.data import Sample, load_folder
-from tracker.detect import BlazeFaceDetector, Calibration, HaarDetector, box_iou
-from tracker.roi import box_from_points
+from tracker.detect.detectors import BlazeFaceDetector, Calibration, HaarDetector, box_iou
+from tracker.geometry import box_from_points
+from tracker.io.pts import Sample, load_folder
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NOSE_TIP = 30  # 0-based index of point 31

@@ -4,7 +4,7 @@
 
 DKM.pt is a checkpoint from `tracker train --dkm`; its DKM is fused with RCN.pt at each logits
 weight (0 = RCN alone). Prints mean NME (%) per condition and ms per face (clean run), one JSON
-line per weight. RCN.pt's calibration offset (``tracker.calibrate``) applies to the fused model too.
+line per weight. RCN.pt's calibration offset (``tracker.training.calibrate``) applies to the fused model too.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from tracker.engine import create_engine
-from tracker.evaluate import evaluate, load_eval_set
+from tracker.engines.registry import create_engine
+from tracker.evaluation.stills import evaluate, load_eval_set
 from tracker.landmarker import Landmarker
-from tracker.model import fuse, load_checkpoint
+from tracker.models.checkpoint import fuse, load_checkpoint
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from tracker.encode import VideoWriter
+from tracker.outputs.encode import VideoWriter
 
 CLIP = Path(__file__).resolve().parents[1].parent / "shared/data/videos/short_hamilton_clip.mp4"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracker.engine import onnx_bytes
-from tracker.model import load_checkpoint
+from tracker.engines.cpu import onnx_bytes
+from tracker.models.checkpoint import load_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces68"
 
@@ -42,7 +42,9 @@ def ort_session(model_path: str, threads: int):  # noqa: ANN201 - onnxruntime ty
 
 
 def crops(folder: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
-    from tracker.data import face_crop, load_folder, preprocess_crops
+    from tracker.io.pts import load_folder
+    from tracker.models.preprocess import preprocess_crops
+    from tracker.training.data import face_crop
 
     samples = load_folder(folder, limit=limit)
     pairs = [face_crop(s.image, s.points, 64, None, None) for s in samples]
@@ -91,7 +93,7 @@ def main() -> None:
     for threads in (1, 2):
         sess = ort_session(str(onnx_path), threads)
         paths[f"onnxruntime {threads} thread"] = lambda sess=sess: sess.run(None, {"input": x})[0]
-    from tracker.engine_openvino import OpenVinoEngine, bf16_supported
+    from tracker.engines.openvino import OpenVinoEngine, bf16_supported
 
     ov_engines = {"fp32": OpenVinoEngine(onnx_path.read_bytes(), 1, "fp32")}
     if bf16_supported():
@@ -99,7 +101,7 @@ def main() -> None:
     for prec, eng in ov_engines.items():
         paths[f"openvino {prec} 1 thread"] = lambda eng=eng: eng.infer(x)
     if args.accuracy:
-        from tracker import heatmap
+        from tracker.models import heatmap
 
         val, truth = crops(DATA / "val", None)
         ref_val = np.concatenate([eager(torch.from_numpy(val[i:i + 64])).numpy()
@@ -134,7 +136,7 @@ def main() -> None:
                         weight_type=QuantType.QInt8)
         q = ort_session(str(q_path), 1)
         paths["onnxruntime int8 static"] = lambda: q.run(None, {"input": x})[0]
-        from tracker import heatmap
+        from tracker.models import heatmap
 
         val, truth = crops(DATA / "val", None)
         f32 = ort_session(str(onnx_path), 1)

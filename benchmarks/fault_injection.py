@@ -2,7 +2,7 @@
 
 Each trial runs the real CLI (in this process, on a worker thread) on a short clip with audio,
 writing ``--out``, ``--jsonl`` and a ``--ws`` websocket (sometimes with a client reading it),
-with random queue sizes and overflow policy, and one fault (see :mod:`tracker.faults`) at a
+with random queue sizes and overflow policy, and one fault (see :mod:`tracker.runtime.faults`) at a
 random point of a random stage: decode, track, smooth, render, video (encode), jsonl or
 websocket; at ``open``, ``close`` or a random item; raising a random exception type.
 
@@ -46,9 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tracker import faults, runner  # noqa: E402
-from tracker.cli import main  # noqa: E402
-from tracker.source import mp4_problem  # noqa: E402
+from tracker.cli.app import main  # noqa: E402
+from tracker.cli import run as runner  # noqa: E402
+from tracker.io.source import mp4_problem  # noqa: E402
+from tracker.runtime import faults  # noqa: E402
 
 SHARED_CLIP = ROOT.parent / "shared" / "data" / "videos" / "short_hamilton_clip.mp4"
 STAGES = ("decode", "track", "smooth", "render", "video", "jsonl", "websocket")

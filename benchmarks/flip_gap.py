@@ -19,10 +19,12 @@ import argparse
 import numpy as np
 import torch
 
-from tracker import heatmap
-from tracker.data import FLIP_PERM, batches, load_folder
-from tracker.model import load_checkpoint
-from tracker.roi import MARGIN, box_from_points
+from tracker.face68 import FLIP_PERM
+from tracker.geometry import MARGIN, box_from_points
+from tracker.io.pts import load_folder
+from tracker.models import heatmap
+from tracker.models.checkpoint import load_checkpoint
+from tracker.training.data import batches
 
 
 def main() -> None:

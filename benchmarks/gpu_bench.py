@@ -69,7 +69,7 @@ def clip_error_px(kind: str, weights: str | None, precision: str) -> dict[str, f
     """Max/p99 frame-pixel difference of GPU vs CPU fp32 landmarks on the clip's tracked faces."""
     import av
 
-    from tracker.detect import create_detector
+    from tracker.detect.detectors import create_detector
     from tracker.landmarker import load_landmarker
 
     gpu = load_landmarker(weights, kind, precision=precision)
@@ -92,8 +92,8 @@ def clip_error_px(kind: str, weights: str | None, precision: str) -> dict[str, f
 
 
 def bench_clip(clip: Path, kind: str, weights: str | None, out: str | None) -> dict[str, Any]:
-    from tracker import runner
-    from tracker.bench import run_bench
+    from tracker.cli import run as runner
+    from tracker.cli.bench import run_bench
 
     cfg = runner._load(None, {"run.source": str(clip), "run.max_frames": 0, "run.out": out,
                               "model.engine": kind, "model.weights": weights})
@@ -102,8 +102,8 @@ def bench_clip(clip: Path, kind: str, weights: str | None, out: str | None) -> d
 
 def streams(n: int, kind: str, weights: str | None) -> dict[str, float]:
     """Aggregate fps of ``n`` decode -> track -> smooth pipelines on the clip, run at once."""
-    from tracker import runner
-    from tracker.smooth import create_smooth_stage
+    from tracker.cli import run as runner
+    from tracker.temporal.smoothing import create_smooth_stage
 
     pipes = []
     for _ in range(n):
@@ -143,10 +143,11 @@ def main() -> int:
 
     import torch
 
-    from tracker.engine import create_engine, resolve_engine, tensorrt_available
-    from tracker.engine_gpu import accuracy_check, check_inputs
+    from tracker.engines.base import tensorrt_available
+    from tracker.engines.gpu import accuracy_check, check_inputs
+    from tracker.engines.registry import create_engine, resolve_engine
     from tracker.landmarker import model_name
-    from tracker.model import load_checkpoint
+    from tracker.models.checkpoint import load_checkpoint
 
     if not torch.cuda.is_available():
         print("gpu_bench: no CUDA GPU here (torch.cuda.is_available() is False)", file=sys.stderr)
@@ -158,7 +159,8 @@ def main() -> int:
           f"torch {torch.__version__}")
     ckpt = load_checkpoint(args.weights)
     config = {"net": asdict(ckpt.net), "dkm": asdict(ckpt.dkm) if ckpt.dkm else None}
-    inputs, source = check_inputs(ckpt.net.size, ckpt.net.in_channels)
+    inputs, source = check_inputs(ckpt.net.size, ckpt.net.in_channels,
+                                   data_dir=CLIP.parents[1] / "faces68" / "val")
     results: dict[str, Any] = {"gpu": torch.cuda.get_device_name(), "engine": kind,
                                "precision": args.precision, "batches": {}}
     for b in (int(v) for v in args.batches.split(",")):
@@ -166,7 +168,7 @@ def main() -> int:
         eng = create_engine(ckpt.model, ckpt.net.size, ckpt.net.in_channels, kind, max_batch=b,
                             precision=args.precision, name=model_name(args.weights), config=config)
         ready = time.perf_counter() - t0
-        acc = accuracy_check(eng, ckpt.model, inputs, source, source.startswith("faces68"))
+        acc = accuracy_check(eng, ckpt.model, inputs, source, "real crops" in source)
         x = np.ascontiguousarray(np.resize(inputs, (b, *inputs.shape[1:])))
         lat = latency(eng, x, args.calls)
         results["batches"][str(b)] = {"ready_s": ready, "accuracy": acc, **lat}

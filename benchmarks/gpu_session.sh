@@ -27,7 +27,7 @@ COMMON="--train $DATA/train --val $DATA/val --device $DEVICE --minutes $MIN --ep
   --ema 0.998 --rotate_sigma 12 --occlude_p 0.15 --no-flip ${EXTRA:-}"
 train() {  # name, extra args
   local name=$1; shift
-  timeout "$KILL" python3 -m tracker.train $COMMON --out "$RUNS/$name" "$@" \
+  timeout "$KILL" python3 -m tracker.training.train $COMMON --out "$RUNS/$name" "$@" \
     > "$RUNS/$name.out" 2>&1 &
 }
 train lite_ft --model rcn_lite --init tracker/weights/rcn_lite.pt --lr 0.001 --seed 11

@@ -14,7 +14,7 @@ import time
 import numba as nb
 import numpy as np
 
-from tracker import heatmap
+from tracker.models import heatmap
 
 
 def _gaussian_logits(n: int, k: int, size: int, rng: np.random.Generator) -> np.ndarray:

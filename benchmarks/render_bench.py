@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from tracker.render import annotate, draw_hud
+from tracker.outputs.render import annotate, draw_hud
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
 
 

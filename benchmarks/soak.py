@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tracker import runner  # noqa: E402
-from tracker.cli import main  # noqa: E402
-from tracker.pipeline import Metrics  # noqa: E402
-from tracker.source import mp4_problem  # noqa: E402
+from tracker.cli.app import main  # noqa: E402
+from tracker.cli import run as runner  # noqa: E402
+from tracker.io.source import mp4_problem  # noqa: E402
+from tracker.runtime.pipeline import Metrics  # noqa: E402
 
 SHARED_CLIP = ROOT.parent / "shared" / "data" / "videos" / "short_hamilton_clip.mp4"
 FPS = 30

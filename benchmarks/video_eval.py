@@ -1,6 +1,6 @@
 """Landmarks on video: accuracy, jitter, lag, recovery and detector use, with exact ground truth.
 
-Synthetic clips are made from ``faces68/val`` stills (``tracker.synthvideo``: still, slow and
+Synthetic clips are made from ``faces68/val`` stills (``tracker.training.synthvideo``: still, slow and
 fast motion with motion blur, a sweeping occluder, an exit from the frame and back; camera noise;
 H.264 at CRF 26). The track stage runs on the decoded clips with and without the temporal
 denoiser, and each run is scored raw and One-Euro smoothed:
@@ -38,9 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tracker.smooth import OneEuroParams, Smoother  # noqa: E402
-from tracker.synthvideo import SEGMENTS, ClipMaker, ClipTruth, load_truth, save_truth, write_clip  # noqa: E402
-from tracker.track import TrackStage  # noqa: E402
+from tracker.temporal.smoothing import OneEuroParams, Smoother  # noqa: E402
+from tracker.tracking.face_tracker import TrackStage  # noqa: E402
+from tracker.training.synthvideo import SEGMENTS, ClipMaker, ClipTruth, load_truth, save_truth, write_clip  # noqa: E402
 from tracker.types import Frame, TrackedFrame  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
@@ -61,7 +61,7 @@ def decode(path: Path) -> list[Frame]:
 
 def make_clips(n: int, cache: Path, seed: int) -> list[tuple[Path, ClipTruth]]:
     """``n`` synthetic clips from val stills (cached as .mp4 + .npz)."""
-    from tracker.data import load_folder
+    from tracker.io.pts import load_folder
 
     cache.mkdir(parents=True, exist_ok=True)
     paths = [(cache / f"clip{i:02d}-s{seed}.mp4", cache / f"clip{i:02d}-s{seed}.npz")
@@ -203,7 +203,7 @@ def summarise(ms: list[dict[str, list[float]]]) -> dict[str, float]:
 
 def make_stage(weights: str | None, denoiser: object, max_faces: int = 1, **kw: object
                ) -> TrackStage:
-    from tracker.detect import create_detector
+    from tracker.detect.detectors import create_detector
     from tracker.landmarker import load_landmarker
 
     return TrackStage(create_detector("default"), load_landmarker(weights, "auto"),
@@ -253,7 +253,7 @@ def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
 
 
 def hamilton(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
-    from tracker.detect import create_detector
+    from tracker.detect.detectors import create_detector
 
     frames = decode(HAMILTON)
     det = create_detector("default")
@@ -297,7 +297,7 @@ def hamilton(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
 
 def cost(denoiser: object) -> dict[str, float]:
     """Microseconds per face of the temporal model and of the One Euro filter."""
-    from tracker.smooth import OneEuroFilter
+    from tracker.temporal.smoothing import OneEuroFilter
 
     rng = np.random.default_rng(0)
     pts = rng.uniform(100, 200, (68, 2)).astype(np.float32)
@@ -351,7 +351,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     denoiser = None
     if args.temporal_weights != "none":
-        from tracker.temporal import load_temporal
+        from tracker.temporal.denoiser import load_temporal
 
         try:
             denoiser = load_temporal(args.temporal_weights)

@@ -39,10 +39,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tracker.pipeline import FunctionStage, Pipeline, Stage  # noqa: E402
-from tracker.protocol import SourceMeta  # noqa: E402
-from tracker.source import open_source  # noqa: E402
-from tracker.stream import StreamOptions, StreamServer, StreamSink  # noqa: E402
+from tracker.io.source import open_source
+from tracker.runtime.pipeline import FunctionStage, Pipeline, Stage
+from tracker.serve.protocol import SourceMeta
+from tracker.serve.server import StreamOptions, StreamServer, StreamSink
 from tracker.types import Frame, TrackedFrame  # noqa: E402
 
 # ---- server side --------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class LoopingSource(Stage):
 def synthetic_track(track_ms: float) -> Stage:
     import cv2
 
-    from tracker.headpose import FACE_MODEL_68, project, rotation_from_angles
+    from tracker.outputs.headpose import FACE_MODEL_68, project, rotation_from_angles
     from tracker.types import Box, Landmarks
 
     def track(frame: Frame) -> TrackedFrame:
@@ -92,8 +92,8 @@ def synthetic_track(track_ms: float) -> Stage:
 
 
 def model_track() -> Stage:
-    from tracker.config import Config
-    from tracker.track import create_track_stage
+    from tracker.config.schema import Config
+    from tracker.tracking.face_tracker import create_track_stage
 
     return create_track_stage(Config())
 

@@ -13,7 +13,7 @@ The graph is walked op by op and rewritten as an NCHW ONNX graph with float32 we
 the ops this model uses are supported. The ONNX input is ``image`` (N, 3, 128, 128) in [-1, 1];
 the outputs are ``regressors`` (N, 896, 16) and ``classificators`` (N, 896, 1), as in the source.
 The graph is fully convolutional: any H, W that are multiples of 16 work (the anchor grids grow
-with the input), which tracker.detect uses to scan large frames for small faces in one pass.
+with the input), which tracker.detect.detectors uses to scan large frames for small faces in one pass.
 Padding follows TensorFlow 'SAME', which is the same for every even input size.
 """
 

@@ -14,11 +14,11 @@ import shutil
 import time
 from pathlib import Path
 
-from tracker.calibrate import calibrate
-from tracker.detect import create_detector
-from tracker.evaluate import evaluate, load_eval_set
+from tracker.detect.detectors import create_detector
+from tracker.evaluation.stills import evaluate, load_eval_set
 from tracker.landmarker import load_landmarker
-from tracker.model import DEFAULT_WEIGHTS, count_params, file_sha256, load_checkpoint
+from tracker.models.checkpoint import DEFAULT_WEIGHTS, count_params, file_sha256, load_checkpoint
+from tracker.training.calibrate import calibrate
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--val", default="../shared/data/faces68/val")
     parser.add_argument("--out", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--calibrate", action="store_true",
-                        help="fit the per-landmark offset on --train (tracker.calibrate)")
+                        help="fit the per-landmark offset on --train (tracker.training.calibrate)")
     parser.add_argument("--train", default="../shared/data/faces68/train")
     args = parser.parse_args()
 
@@ -55,7 +55,7 @@ def main() -> None:
         "calibration": None if "point_offset" not in ckpt.meta else {
             "what": "per-landmark offset (heatmap px) added to the decoded points",
             "data": ckpt.meta.get("point_offset_data"),
-            "command": "python -m tracker.calibrate CKPT --train " + str(ckpt.meta.get("point_offset_data")),
+            "command": "python -m tracker.training.calibrate CKPT --train " + str(ckpt.meta.get("point_offset_data")),
         },
         "data": {"train": "faces68/train (3,402 images, 277 persons)",
                  "val": "faces68/val (420 images, 35 other persons), used for model selection"},

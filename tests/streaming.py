@@ -12,9 +12,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tracker.headpose import FACE_MODEL_68, project, rotation_from_angles
-from tracker.protocol import SourceMeta
-from tracker.stream import StreamOptions, StreamServer
+from tracker.outputs.headpose import FACE_MODEL_68, project, rotation_from_angles
+from tracker.serve.protocol import SourceMeta
+from tracker.serve.server import StreamOptions, StreamServer
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "protocol.schema.json"

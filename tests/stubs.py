@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tracker.geometry import box_from_points
 from tracker.landmarker import FacePrediction as Pred  # noqa: E402
-from tracker.roi import box_from_points  # noqa: E402
-from tracker.track import TrackStage  # noqa: E402
+from tracker.tracking.face_tracker import TrackStage
 from tracker.types import Box  # noqa: E402
 
 
@@ -57,7 +57,8 @@ def stub_track(cfg: Any) -> TrackStage:
 
 def install(slow_close_s: float = 0.0) -> None:
     """Make ``tracker run`` use the stub models (and optionally a slow video sink close)."""
-    from tracker import runner, sinks
+    from tracker.cli import run as runner
+    from tracker.outputs import sinks
 
     runner._track = stub_track  # type: ignore[assignment]
     if slow_close_s > 0:
@@ -72,6 +73,6 @@ def install(slow_close_s: float = 0.0) -> None:
 
 if __name__ == "__main__":
     install(float(os.environ.get("STUB_SLOW_CLOSE", "0")))
-    from tracker.cli import main
+    from tracker.cli.app import main
 
     sys.exit(main())

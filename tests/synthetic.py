@@ -76,7 +76,7 @@ def make_labelled_folder(root: Path, n: int, shape: tuple[int, int], low: float,
     """``n`` noise images with random 68-point ``.pts`` labels (coordinates in [low, high))."""
     import cv2
 
-    from tracker.data import write_pts
+    from tracker.io.pts import write_pts
 
     rng = np.random.default_rng(seed)
     for i in range(n):

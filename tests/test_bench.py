@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from synthetic import make_clip
 
-from tracker.cli import ExitCode, main
-from tracker.model import VARIANTS, build_model, save_checkpoint
+from tracker.cli.app import ExitCode, main
+from tracker.models.checkpoint import save_checkpoint
+from tracker.models.networks import VARIANTS, build_model
 
 N = 8
 

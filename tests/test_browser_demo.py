@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from streaming import face_points, landmarks, server, wait_until
 
-from tracker.headpose import estimate_pose, project
+from tracker.outputs.headpose import estimate_pose, project
 from tracker.types import Frame, TrackedFrame
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

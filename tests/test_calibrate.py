@@ -11,12 +11,14 @@ import torch
 from synthetic import make_labelled_folder
 from torch import nn
 
-from tracker.calibrate import calibrate, fit_point_offset
-from tracker.data import face_crop, load_folder
-from tracker.engine import create_engine
+from tracker.engines.registry import create_engine
+from tracker.geometry import MARGIN, box_from_points
+from tracker.io.pts import load_folder
 from tracker.landmarker import Landmarker
-from tracker.model import VARIANTS, Checkpoint, build_model, load_checkpoint, save_checkpoint
-from tracker.roi import MARGIN, box_from_points
+from tracker.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from tracker.models.networks import VARIANTS, build_model
+from tracker.training.calibrate import calibrate, fit_point_offset
+from tracker.training.data import face_crop
 
 NET = replace(VARIANTS["rcn_lite"], size=32, widths=(8, 8))
 PEAKS = np.stack([np.linspace(4, 27, 68), np.linspace(27, 4, 68)], 1).round()  # integer pixels

@@ -17,8 +17,8 @@ import pytest
 from stubs import stub_track
 from synthetic import make_clip
 
-from tracker import runner
-from tracker.cli import CliError, ExitCode, main
+from tracker.cli.app import CliError, ExitCode, main
+from tracker.cli import run as runner
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -140,7 +140,7 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 def test_real_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tracker.cli", "run", str(tmp_path / "missing.mp4")],
+        [sys.executable, "-m", "tracker", "run", str(tmp_path / "missing.mp4")],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
     assert proc.returncode == ExitCode.SOURCE
@@ -273,7 +273,7 @@ def test_real_models_on_the_shared_clip(tmp_path: Path, capsys: pytest.CaptureFi
     if not video.exists():
         pytest.skip("shared data not present")
     from tracker.landmarker import load_landmarker
-    from tracker.model import WeightsError
+    from tracker.models.checkpoint import WeightsError
 
     try:
         load_landmarker()

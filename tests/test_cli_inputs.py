@@ -21,9 +21,9 @@ from damaged import TsServer, coded, cut, faststart, from_frames, unknown_codec,
 from stubs import stub_track
 from synthetic import make_audio_only, make_clip
 
-from tracker import runner
-from tracker.cli import ExitCode, main
-from tracker.source import mp4_problem
+from tracker.cli.app import ExitCode, main
+from tracker.cli import run as runner
+from tracker.io.source import mp4_problem
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -68,7 +68,7 @@ def model_args() -> list[str]:
     weights = os.environ.get("TRACKER_TEST_WEIGHTS")
     if weights:
         return ["--weights", weights]
-    from tracker.model import DEFAULT_WEIGHTS
+    from tracker.models.checkpoint import DEFAULT_WEIGHTS
 
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip("default weights not available")

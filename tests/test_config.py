@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tracker.config import CONFIG_DIR, Config, ConfigError, load_config, resolve_config_path
+from tracker.config.schema import CONFIG_DIR, Config, ConfigError, load_config, resolve_config_path
 
 
 def write(tmp_path: Path, text: str) -> Path:

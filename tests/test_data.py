@@ -7,16 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tracker.data import (
-    FLIP_PERM,
-    Augment,
-    Preprocess,
-    face_crop,
-    find_samples,
-    read_pts,
-    write_pts,
-)
-from tracker.roi import box_from_points
+from tracker.face68 import FLIP_PERM
+from tracker.geometry import box_from_points
+from tracker.io.pts import find_samples, read_pts, write_pts
+from tracker.models.preprocess import Preprocess
+from tracker.training.data import Augment, face_crop
 
 
 def test_pts_round_trip(tmp_path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracker.detect import Calibration, as_rgb, box_iou, create_detector, weighted_nms
-from tracker.roi import box_from_points
+from tracker.detect.detectors import Calibration, as_rgb, box_iou, create_detector, weighted_nms
+from tracker.geometry import box_from_points
 from tracker.types import Box
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -21,7 +21,7 @@ def val_subset():
     """Every 10th faces68/val image (42 faces, 35 people)."""
     if not VAL.is_dir():
         pytest.skip(f"shared data not found at {VAL}")
-    from tracker.data import load_folder
+    from tracker.io.pts import load_folder
 
     return load_folder(VAL)[::10]
 

@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from tracker import encode
-from tracker.encode import EncodeError, Preview, PreviewUnavailable, VideoWriter
+from tracker.outputs import encode
+from tracker.outputs.encode import EncodeError, Preview, PreviewUnavailable, VideoWriter
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
 REAL_CLIP = DATA / "videos" / "short_hamilton_clip.mp4"

@@ -13,18 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tracker import engine as engine_mod
-from tracker import heatmap
-from tracker.data import Preprocess
-from tracker.engine import (
-    CUDA_HINT,
-    TENSORRT_HINT,
-    EngineError,
-    create_engine,
-    resolve_engine,
-    weights_checksum,
-)
-from tracker.engine_cache import (
+from tracker.engines import registry as engine_mod
+from tracker.engines.base import CUDA_HINT, TENSORRT_HINT, EngineError, weights_checksum
+from tracker.engines.cache import (
     EngineCacheError,
     EngineSpec,
     engine_name,
@@ -33,10 +24,14 @@ from tracker.engine_cache import (
     sidecar_path,
     stale_reason,
 )
-from tracker.engine_gpu import TensorRTEngine, torch_decode
-from tracker.engine_openvino import bf16_supported
+from tracker.engines.gpu import TensorRTEngine, torch_decode
+from tracker.engines.openvino import bf16_supported
+from tracker.engines.registry import create_engine, resolve_engine
 from tracker.landmarker import Landmarker
-from tracker.model import VARIANTS, Checkpoint, build_model
+from tracker.models import heatmap
+from tracker.models.checkpoint import Checkpoint
+from tracker.models.networks import VARIANTS, build_model
+from tracker.models.preprocess import Preprocess
 from tracker.types import Box
 
 # Stated tolerances of every CPU backend against eager fp32 torch (NCHW, no channels_last):
@@ -127,9 +122,11 @@ def test_bf16_openvino_stays_within_its_tolerance() -> None:
         pytest.skip("needs ../shared/data/faces68/val")
     if not bf16_supported():
         pytest.skip("this CPU has no native bfloat16")
-    from tracker.data import face_crop, load_folder, preprocess_crops
-    from tracker.metrics import nme
-    from tracker.model import load_checkpoint
+    from tracker.evaluation.metrics import nme
+    from tracker.io.pts import load_folder
+    from tracker.models.checkpoint import load_checkpoint
+    from tracker.models.preprocess import preprocess_crops
+    from tracker.training.data import face_crop
 
     ckpt = load_checkpoint(None)
     size = ckpt.net.size
@@ -473,7 +470,7 @@ def test_fast_grey_preprocess_matches_numpy(shape: tuple[int, ...]) -> None:
 def test_auto_runs_a_fused_model_on_onnxruntime(model: torch.nn.Module) -> None:
     if torch.cuda.is_available():
         pytest.skip("auto picks a GPU engine here")
-    from tracker.model import DKM, DKMConfig, Fused
+    from tracker.models.networks import DKM, DKMConfig, Fused
 
     fused = Fused(model, DKM(DKMConfig(map_size=8, width=8, dilations=(1, 2)))).eval()
     assert create_engine(fused, SMALL.size, 1, "auto").name == "onnxruntime"

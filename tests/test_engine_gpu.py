@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from tracker import heatmap
-from tracker.engine import create_engine
-from tracker.engine_cache import read_sidecar
-from tracker.model import VARIANTS, build_model
+from tracker.engines.cache import read_sidecar
+from tracker.engines.registry import create_engine
+from tracker.models import heatmap
+from tracker.models.networks import VARIANTS, build_model
 
 pytestmark = [
     pytest.mark.gpu,
@@ -63,7 +63,7 @@ def test_cuda_graph_engine_matches_eager(model: torch.nn.Module, precision: str,
 def test_tensorrt_engine_is_built_cached_and_matches_eager(
     model: torch.nn.Module, tmp_path: Path, precision: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tracker import engine_gpu
+    from tracker.engines import gpu as engine_gpu
 
     # a random-weight model has no trained peaks: check its build on logits, not on faces
     x = np.random.default_rng(0).standard_normal((16, 1, CFG.size, CFG.size)).astype(np.float32)

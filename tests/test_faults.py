@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from stubs import stub_track
 
-from tracker import faults, runner
-from tracker.cli import ExitCode, main
-from tracker.faults import Fault, FaultyStage, InjectedFault, inject, parse_faults
-from tracker.pipeline import IterableSource, Pipeline, Stage
+from tracker.cli.app import ExitCode, main
+from tracker.cli import run as runner
+from tracker.runtime import faults
+from tracker.runtime.faults import Fault, FaultyStage, InjectedFault, inject, parse_faults
+from tracker.runtime.pipeline import IterableSource, Pipeline, Stage
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import fault_injection  # noqa: E402

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tracker.headpose import (
+from tracker.outputs.headpose import (
     FACE_MODEL_68,
     RIGID_POINTS,
     angles_from_rotation,

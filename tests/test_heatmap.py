@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tracker import heatmap
+from tracker.models import heatmap
 
 
 def log_gaussian(h: int, w: int, cx: float, cy: float, sigma: float,

@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 import pytest
 
-from tracker.interrupt import exit_code, graceful_signals
-from tracker.source import mp4_problem
+from tracker.io.source import mp4_problem
+from tracker.runtime.signals import exit_code, graceful_signals
 
 ROOT = Path(__file__).parents[1]
 STUBS = Path(__file__).with_name("stubs.py")

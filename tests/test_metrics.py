@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tracker import metrics
+from tracker.evaluation import metrics
 
 
 def face(iod: float = 100.0) -> np.ndarray:

@@ -8,20 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from tracker import heatmap
-from tracker.model import (
-    DKM,
-    VARIANTS,
-    DKMConfig,
-    Fused,
-    WeightsError,
-    argmax_points,
-    build_model,
-    keypoint_maps,
-    load_checkpoint,
-    save_checkpoint,
-)
-from tracker.train import TrainConfig, corrupt_points, heatmap_loss
+from tracker.models import heatmap
+from tracker.models.checkpoint import WeightsError, load_checkpoint, save_checkpoint
+from tracker.models.networks import DKM, VARIANTS, DKMConfig, Fused, argmax_points, build_model, keypoint_maps
+from tracker.training.train import TrainConfig, corrupt_points, heatmap_loss
 
 SMALL = {name: replace(cfg, widths=tuple(max(4, w // 8) for w in cfg.widths), size=32)
          for name, cfg in VARIANTS.items()}
@@ -148,7 +138,7 @@ def test_missing_weights_raise_clear_error(tmp_path) -> None:
 @pytest.mark.parametrize("name", ["rcn_lite", "sumnet_lite"])
 def test_mirror_symmetric_weights_give_mirror_equivariant_points(name: str) -> None:
     """Architecture + decoder have no built-in left/right bias (see benchmarks/flip_gap.py)."""
-    from tracker.data import FLIP_PERM
+    from tracker.face68 import FLIP_PERM
 
     torch.manual_seed(0)
     model = build_model(VARIANTS[name]).eval()

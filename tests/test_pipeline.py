@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tracker.pipeline import (
+from tracker.runtime.pipeline import (
     END,
     Channel,
     FunctionStage,

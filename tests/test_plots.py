@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tracker import plots
+from tracker.evaluation import plots
 
 
 def read_rgb(path) -> np.ndarray:

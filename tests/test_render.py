@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tracker.render import (
+from tracker.outputs.render import (
     CONNECTIONS,
     REGION_COLORS,
     annotate,

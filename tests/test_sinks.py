@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracker.pipeline import StopRequested
-from tracker.sinks import JsonlSink, PreviewSink, RenderStage, VideoSink, frame_record
+from tracker.outputs.sinks import JsonlSink, PreviewSink, RenderStage, VideoSink, frame_record
+from tracker.runtime.pipeline import StopRequested
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
 
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tracker.config import Config
-from tracker.smooth import (
+from tracker.config.schema import Config
+from tracker.temporal.smoothing import (
     OneEuroFilter,
     OneEuroParams,
     Smoother,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from stubs import stub_track
 
-from tracker import runner
+from tracker.cli import run as runner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import soak  # noqa: E402

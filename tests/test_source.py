@@ -14,8 +14,7 @@ import pytest
 from damaged import TsServer, cut, faststart, size_change, unknown_codec
 from synthetic import make_audio_only, make_clip
 
-from tracker.pipeline import Pipeline, Stage
-from tracker.source import (
+from tracker.io.source import (
     CameraNotFound,
     SourceError,
     SourceOptions,
@@ -23,6 +22,7 @@ from tracker.source import (
     open_source,
     webcam_device,
 )
+from tracker.runtime.pipeline import Pipeline, Stage
 
 
 @pytest.mark.parametrize(

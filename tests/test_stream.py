@@ -22,11 +22,12 @@ from streaming import face_points, server, tracked_frame, validator, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tracker import protocol
-from tracker.pipeline import FunctionStage, Pipeline
-from tracker.protocol import ProtocolError, SourceMeta, Subscription
-from tracker.source import open_source
-from tracker.stream import (
+from tracker.io.source import open_source
+from tracker.runtime.pipeline import FunctionStage, Pipeline
+from tracker.serve import protocol
+from tracker.serve.access import origin_allowed, parse_address
+from tracker.serve.protocol import ProtocolError, SourceMeta, Subscription
+from tracker.serve.server import (
     CLOSE_END,
     CLOSE_FORBIDDEN,
     CLOSE_STALLED,
@@ -37,7 +38,6 @@ from tracker.stream import (
     StreamSink,
 )
 from tracker.types import Box
-from tracker.wsaccess import origin_allowed, parse_address
 
 WATCHDOG_S = 30.0
 
@@ -113,7 +113,7 @@ def test_messages_validate_against_the_schema() -> None:
     v = validator()
     tf = tracked_frame(3, faces=2)
     faces = [protocol.face_dict(f, None) for f in tf.faces]
-    from tracker.headpose import estimate_pose
+    from tracker.outputs.headpose import estimate_pose
 
     faces[0] = protocol.face_dict(tf.faces[0], estimate_pose(tf.faces[0].points, 320, 240))
     sub = Subscription()
@@ -563,8 +563,8 @@ class _ModelLandmarker:
 
 @pytest.fixture()
 def stub_track(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracker import runner
-    from tracker.track import TrackStage
+    from tracker.cli import run as runner
+    from tracker.tracking.face_tracker import TrackStage
 
     monkeypatch.setattr(runner, "_track",
                         lambda cfg: TrackStage(_CentreDetector(), _ModelLandmarker()))
@@ -578,7 +578,7 @@ def _free_port() -> int:
 
 @pytest.mark.usefixtures("stub_track")
 def test_tracker_run_ws_streams_to_a_client(capsys: pytest.CaptureFixture[str]) -> None:
-    from tracker.cli import main
+    from tracker.cli.app import main
 
     port = _free_port()
     result: dict[str, Any] = {}
@@ -626,7 +626,7 @@ def test_tracker_run_ws_streams_to_a_client(capsys: pytest.CaptureFixture[str]) 
 ])
 def test_tracker_run_ws_errors_are_one_line(args: list[str], code: int, needle: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    from tracker.cli import main
+    from tracker.cli.app import main
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -648,7 +648,7 @@ CLIP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
                     reason="needs the default weights and ../shared/data")
 def test_real_landmarks_on_a_real_clip_reach_a_client(capsys: pytest.CaptureFixture[str]) -> None:
     """The real detector and landmark engine on the shared clip, streamed to a client."""
-    from tracker.cli import main
+    from tracker.cli.app import main
 
     port, n = _free_port(), 110  # frames 85-212 are a medium shot of the singer facing the camera
     result: dict[str, Any] = {}

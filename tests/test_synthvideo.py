@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from tracker.data import Sample
-from tracker.synthvideo import SEGMENTS, ClipMaker, load_truth, save_truth, write_clip
+from tracker.io.pts import Sample
+from tracker.training.synthvideo import SEGMENTS, ClipMaker, load_truth, save_truth, write_clip
 
 GRID = np.stack(np.meshgrid(np.linspace(60, 140, 17), np.linspace(60, 140, 4)), -1)
 GRID = GRID.reshape(-1, 2)[:68].astype(np.float32)

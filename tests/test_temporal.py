@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from tracker.data import Sample
-from tracker.roi import crop_affine, transform_points
-from tracker.temporal import (
+from tracker.geometry import crop_affine, transform_points
+from tracker.io.pts import Sample
+from tracker.temporal.denoiser import (
     TEMPORAL_WEIGHTS,
     TemporalConfig,
     TemporalDenoiser,
@@ -19,8 +19,8 @@ from tracker.temporal import (
     load_temporal,
     save_temporal,
 )
-from tracker.temporal_data import Clips, make_clip, normalise_affine
-from tracker.temporal_train import (
+from tracker.training.temporal_data import Clips, make_clip, normalise_affine
+from tracker.training.temporal_train import (
     build_net,
     clip_loss,
     export_weights,

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from tracker.landmarker import FacePrediction as Pred
-from tracker.roi import (
+from tracker.geometry import (
     box_affine,
     box_from_points,
     eye_angle,
@@ -17,8 +16,9 @@ from tracker.roi import (
     rotated_roi,
     transform_points,
 )
-from tracker.temporal import TemporalConfig, TemporalDenoiser
-from tracker.track import Roi, TrackStage, associate, iou
+from tracker.landmarker import FacePrediction as Pred
+from tracker.temporal.denoiser import TemporalConfig, TemporalDenoiser
+from tracker.tracking.face_tracker import Roi, TrackStage, associate, iou
 from tracker.types import Box, Frame
 
 # 68 points on a 17 x 4 grid: the eye points (36-47) lie on one row, so the eye line is level

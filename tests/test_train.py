@@ -10,9 +10,9 @@ import pytest
 import torch
 from synthetic import make_labelled_folder
 
-from tracker.data import Augment, _rotation
-from tracker.model import load_checkpoint
-from tracker.train import TrainConfig, Trainer, distill_loss, ema_avg_fn, prefetch
+from tracker.models.checkpoint import load_checkpoint
+from tracker.training.data import Augment, _rotation
+from tracker.training.train import TrainConfig, Trainer, distill_loss, ema_avg_fn, prefetch
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_a_teacher_must_match_the_students_input(folder: Path, tmp_path: Path) -
 
 def test_train_cli_option_errors_are_one_line(folder: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    from tracker.cli import ExitCode, main
+    from tracker.cli.app import ExitCode, main
 
     base = ["train", "--train", str(folder), "--val", str(folder), "--out", str(tmp_path / "r"),
             "--epochs", "1", "--batch", "3", "--threads", "1"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tracker.model import DEFAULT_WEIGHTS, WEIGHTS_DIR, file_sha256, resolve_weights
+from tracker.models.checkpoint import DEFAULT_WEIGHTS, WEIGHTS_DIR, file_sha256, resolve_weights
 
 VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces68" / "val"
 SHIPPED = ["rcn_lite", "rcn_lite_fast"]
@@ -33,7 +33,7 @@ def test_names_resolve_to_shipped_weights(tmp_path: Path, monkeypatch: pytest.Mo
 def test_shipped_weights_reach_5_percent_nme_on_val(name: str) -> None:
     if not VAL.is_dir():
         pytest.skip("needs ../shared/data/faces68/val")
-    from tracker.evaluate import evaluate, load_eval_set
+    from tracker.evaluation.stills import evaluate, load_eval_set
     from tracker.landmarker import load_landmarker
 
     samples = load_eval_set(VAL)[::5]  # 84 images, 35 people

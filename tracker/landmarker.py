@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tracker.engine import DEFAULT_MAX_BATCH, Engine, create_engine
-from tracker.model import DEFAULT_WEIGHTS, Checkpoint, load_checkpoint
-from tracker.roi import box_affine
+from tracker.engines.base import DEFAULT_MAX_BATCH, Engine
+from tracker.engines.registry import create_engine
+from tracker.geometry import box_affine
+from tracker.models.checkpoint import DEFAULT_WEIGHTS, Checkpoint, load_checkpoint
 from tracker.types import Box
 
 
@@ -100,7 +101,7 @@ def load_landmarker(weights: str | None = None, engine: str = "auto",
     """The embedded default model (or ``weights``) on the requested engine, warmed up for
     1..``max_faces`` faces a call.
 
-    ``max_batch`` and ``precision`` apply to GPU engines (see :mod:`tracker.engine_gpu`).
+    ``max_batch`` and ``precision`` apply to GPU engines (see :mod:`tracker.engines.gpu`).
     """
     ckpt = load_checkpoint(weights)
     config = {"net": asdict(ckpt.net), "dkm": asdict(ckpt.dkm) if ckpt.dkm else None}

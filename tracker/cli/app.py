@@ -1,0 +1,413 @@
+"""The ``tracker`` command line.
+
+``tracker run`` is defined here. Other commands (``train``, ``eval``, ``bench``, ...) are listed
+in :data:`COMMANDS` as ``"module:function"`` and imported only when the CLI is built, so each
+lives in its own module; keep heavy imports (torch) inside the command function.
+
+Known errors print one ``error: ...`` line on stderr and exit with a code from
+:class:`ExitCode`; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from tracker import __version__
+from tracker.config.schema import ENGINE_HELP
+
+
+class ExitCode(IntEnum):
+    """Process exit codes of ``tracker``."""
+
+    OK = 0
+    FAILED = 1  # a stage failed while running
+    USAGE = 2  # bad command-line arguments
+    CONFIG = 3  # bad config file or value
+    SOURCE = 4  # missing/unreadable input, not a video, no video stream, stream error
+    NO_CAMERA = 5  # webcam not found
+    OUTPUT = 6  # output cannot be written (checked before processing)
+    MODEL = 7  # detector or landmark engine cannot be loaded
+    DAMAGED_INPUT = 8  # input truncated/corrupt: what could be decoded was processed and written
+    INTERRUPTED = 130  # Ctrl-C (outputs are still finalised)
+    TERMINATED = 143  # SIGTERM (outputs are still finalised)
+
+
+class CliError(Exception):
+    """A known failure: printed as one line, exits with ``code``."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+# name -> "module:function" of commands defined outside this file (imported lazily)
+COMMANDS: dict[str, str] = {
+    "train": "tracker.cli.model_commands:train_command",
+    "eval": "tracker.cli.model_commands:eval_command",
+    "bench": "tracker.cli.bench:bench_command",
+    "build-engine": "tracker.cli.build_engine:build_engine_command",
+}
+
+
+def _load_command(name: str, target: str) -> Any:
+    """The click command for ``module:function``, or None when that module has no command yet."""
+    module_name, _, attr = target.partition(":")
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    fn = getattr(importlib.import_module(module_name), attr, None)
+    if fn is None:
+        return None
+    if isinstance(fn, typer.Typer):
+        return typer.main.get_command(fn)
+    sub = typer.Typer()
+    sub.command(name=name)(fn)
+    return typer.main.get_command(sub)
+
+
+class _Commands(TyperGroup):
+    """Typer group that adds the commands of :data:`COMMANDS` when they exist."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.commands, *(n for n in COMMANDS if self.get_command(ctx, n) is not None)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name in COMMANDS:
+            cmd = _load_command(cmd_name, COMMANDS[cmd_name])
+            if cmd is not None:
+                self.commands[cmd_name] = cmd
+            return cmd
+        return None
+
+
+app = typer.Typer(
+    name="tracker",
+    cls=_Commands,
+    help="Real-time face-landmark tracking (68 points) on videos, webcams and streams.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tracker {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Real-time face-landmark tracking (68 points) on videos, webcams and streams."""
+
+
+def _error_line(message: str) -> None:
+    text = " ".join(str(message).split())  # always one line
+    sys.stderr.write(f"error: {text}\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def known_errors(debug: bool) -> Iterator[None]:
+    """Turn exceptions into one-line errors and exit codes (tracebacks only with --debug)."""
+    try:
+        yield
+    except CliError as exc:
+        if debug:
+            raise
+        _error_line(exc.message)
+        raise typer.Exit(int(exc.code)) from None
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _error_line("interrupted")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Exception as exc:  # a bug, not a known error
+        if debug:
+            raise
+        _error_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        raise typer.Exit(int(ExitCode.FAILED)) from None
+
+
+def check_writable(path: str, what: str) -> None:
+    """Fail before any processing when ``path`` cannot be created or overwritten.
+
+    Probes by creating (and removing) a temporary file beside ``path``: permission bits alone
+    say nothing for root or for read-only and virtual file systems.
+    """
+    if path == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"{what} {path} is a directory", ExitCode.OUTPUT)
+    parent = p.parent
+    if not parent.exists():
+        raise CliError(f"{what} directory does not exist: {parent}", ExitCode.OUTPUT)
+    if not parent.is_dir():
+        raise CliError(f"{what} directory is not a directory: {parent}", ExitCode.OUTPUT)
+    if p.exists() and not os.access(p, os.W_OK):
+        raise CliError(f"{what} is not writable: {p}", ExitCode.OUTPUT)
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".tracker-write-test-")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CliError(f"{what} directory is not writable: {parent} ({reason})",
+                       ExitCode.OUTPUT) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+RUN_EPILOG = (
+    "Examples:  tracker run clip.mp4 --out annotated.mp4 --jsonl landmarks.jsonl  |  "
+    "tracker run --source webcam --show  |  "
+    "tracker run --source lavfi:testsrc2=size=320x240:rate=30:duration=2 --jsonl -"
+)
+
+
+@app.command("run", epilog=RUN_EPILOG)
+def run_command(
+    source_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SOURCE", show_default=False, help="Video file to process (or use --source)."
+        ),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source", "-s", show_default=False,
+            help="Input: a video file, webcam, webcam:N, an rtsp/rtmp/http(s)/udp/tcp URL, "
+            "or lavfi:GRAPH (an FFmpeg test source).",
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", "-o", show_default=False,
+                     help="Write the annotated video (with the input's audio) to this .mp4."),
+    ] = None,
+    jsonl: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Write landmarks as one JSON line per frame to this file ('-' = stdout)."),
+    ] = None,
+    show: Annotated[
+        bool | None,
+        typer.Option("--show/--no-show", show_default=False,
+                     help="Show a live preview window (q or Esc stops)."),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", show_default=False,
+                     help="TOML config file, or a shipped preset: default, webcam, offline, fast. "
+                     "Options given here override it."),
+    ] = None,
+    max_faces: Annotated[
+        int | None,
+        typer.Option(min=1, show_default=False, help="Faces tracked at once (default 1)."),
+    ] = None,
+    rescan_every: Annotated[
+        int | None,
+        typer.Option(min=0, show_default=False,
+                     help="Rerun the face detector every N frames; 0 = only when a face is "
+                     "missing (default 30)."),
+    ] = None,
+    discard_after: Annotated[
+        int | None,
+        typer.Option(min=0, show_default=False,
+                     help="A face lost at most N frames ago that comes back near where it was "
+                     "lost gets its old id; later, or elsewhere, a new one (default 30)."),
+    ] = None,
+    temporal: Annotated[
+        bool | None,
+        typer.Option("--temporal/--no-temporal", show_default=False,
+                     help="Correct occluded or implausible points with the temporal denoising "
+                     "model (default on)."),
+    ] = None,
+    smooth: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Landmark smoothing: one_euro or none (default one_euro)."),
+    ] = None,
+    min_cutoff: Annotated[
+        float | None,
+        typer.Option(min=0.001, show_default=False,
+                     help="One Euro cutoff (Hz) of a still face: lower = steadier, more lag "
+                     "(default 0.5)."),
+    ] = None,
+    beta: Annotated[
+        float | None,
+        typer.Option(min=0.0, show_default=False,
+                     help="One Euro speed coefficient (per face size/s): higher = less lag "
+                     "when moving (default 15)."),
+    ] = None,
+    d_cutoff: Annotated[
+        float | None,
+        typer.Option(min=0.001, show_default=False,
+                     help="One Euro cutoff (Hz) of the speed estimate (default 3.0)."),
+    ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Landmark engine: " + ENGINE_HELP),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Landmark model weights; default: the weights shipped with tracker."),
+    ] = None,
+    max_frames: Annotated[
+        int | None,
+        typer.Option(min=0, show_default=False,
+                     help="Stop after this many frames (0 = until the source ends)."),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="x264 preset of --out: ultrafast (fastest, larger file) ... veryslow; "
+                     "default superfast."),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Queue overflow policy: auto (files block, live drop_oldest), block "
+                     "or drop_oldest."),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.01, show_default=False,
+                     help="Seconds to wait for a stream or camera to open or send data "
+                     "(default 10)."),
+    ] = None,
+    reconnect: Annotated[
+        bool | None,
+        typer.Option("--reconnect/--no-reconnect", show_default=False,
+                     help="When a live stream or camera stalls or disconnects: reopen it with "
+                     "backoff, or end the run (default: end)."),
+    ] = None,
+    ws: Annotated[
+        str | None,
+        typer.Option("--ws", metavar="[HOST:]PORT", show_default=False,
+                     help="Stream landmarks to websocket clients on PORT (host 127.0.0.1 unless "
+                     "given, e.g. 0.0.0.0:8765); see docs/protocol.md."),
+    ] = None,
+    ws_token: Annotated[
+        str | None,
+        typer.Option("--ws-token", envvar="TRACKER_WS_TOKEN", show_default=False,
+                     help="Websocket clients must give this token (?token= or Authorization: "
+                     "Bearer)."),
+    ] = None,
+    ws_origin: Annotated[
+        list[str] | None,
+        typer.Option("--ws-origin", show_default=False,
+                     help="Allow browser pages from this origin (repeatable; '*' = any, 'null' = "
+                     "pages opened from disk). Default: pages served from loopback only."),
+    ] = None,
+    ws_preview: Annotated[
+        bool | None,
+        typer.Option("--ws-preview/--no-ws-preview", show_default=False,
+                     help="Also send downscaled annotated JPEG frames to websocket clients."),
+    ] = None,
+    serve_demo: Annotated[
+        bool | None,
+        typer.Option("--serve-demo/--no-serve-demo", show_default=False,
+                     help="Serve the browser demo at http://HOST:PORT/ (without --ws: "
+                     "127.0.0.1:8765)."),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors.")
+    ] = False,
+) -> None:
+    """Track face landmarks in a video, webcam or stream; write an annotated video and/or JSONL."""
+    with known_errors(debug):
+        if source_arg is not None and source is not None:
+            raise CliError("give the source once: as SOURCE or as --source", ExitCode.USAGE)
+        overrides = {
+            "run.source": source_arg if source_arg is not None else source,
+            "run.out": out,
+            "run.jsonl": jsonl,
+            "run.show": show,
+            "run.max_frames": max_frames,
+            "run.preset": preset,
+            "track.max_faces": max_faces,
+            "track.rescan_every": rescan_every,
+            "track.discard_after": discard_after,
+            "track.temporal": temporal,
+            "smooth.filter": smooth,
+            "smooth.min_cutoff": min_cutoff,
+            "smooth.beta": beta,
+            "smooth.d_cutoff": d_cutoff,
+            "model.engine": engine,
+            "model.weights": weights,
+            "pipeline.policy": policy,
+            "source.open_timeout_s": timeout,
+            "source.read_timeout_s": timeout,
+            "source.reconnect": reconnect,
+            "stream.ws": ws,
+            "stream.token": ws_token,
+            "stream.origins": ",".join(ws_origin) if ws_origin else None,
+            "stream.preview": ws_preview,
+            "stream.serve_demo": serve_demo,
+        }
+        from tracker.cli.run import run_tracker
+        from tracker.runtime.signals import graceful_signals
+
+        with graceful_signals():  # Ctrl-C/SIGTERM: finalise outputs; a second one exits at once
+            code = run_tracker(config, overrides)
+    raise typer.Exit(int(code))
+
+
+def _click_error(exc: BaseException) -> tuple[str, int] | None:
+    """(message, exit code) of a click usage error, else None (typer may vendor click)."""
+    fmt: Callable[[], str] | None = getattr(exc, "format_message", None)
+    code = getattr(exc, "exit_code", None)
+    if fmt is None or not isinstance(code, int):
+        return None
+    message = fmt()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        message = f"{message} (see '{ctx.command_path} --help')"
+    return message, code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code."""
+    command = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = command.main(args=args, prog_name="tracker", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
+        _error_line("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        found = _click_error(exc)
+        if found is None:
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message())  # type: ignore[attr-defined]
+            return 0
+        _error_line(found[0])
+        return found[1]
+    return rv if isinstance(rv, int) else 0
+

@@ -1,0 +1,254 @@
+"""``tracker bench``: throughput and latency of the real pipeline on a source.
+
+Three measurements, in this order:
+
+1. the pipeline ``tracker run`` builds (decode -> track -> smooth [-> render -> video with
+   ``--out``]) over up to ``--frames`` frames: fps, per-stage p50/p99, queue depths, drops and
+   detector calls;
+2. per-frame tracking cost with the detector gated off: a second pass over the same frames,
+   one face, detector only when the face is lost; each timed frame is track (crop + model +
+   decode + ROI loop-back) plus smoothing, counted only when it ran without the detector and
+   produced one face;
+3. model + heatmap decode per face at several batch sizes (the engine alone, on a real crop).
+
+Heavy imports (torch, models) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from tracker.cli.app import CliError, ExitCode, known_errors
+from tracker.config.schema import ENGINE_HELP
+
+DEFAULT_BATCHES = (1, 4, 8, 32)
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """p50/p99/mean of a list of milliseconds."""
+
+    p50: float
+    p99: float
+    mean: float
+    count: int
+
+    @staticmethod
+    def of(ms: list[float]) -> Percentiles:
+        import numpy as np
+
+        if not ms:
+            return Percentiles(0.0, 0.0, 0.0, 0)
+        a = np.asarray(ms, dtype=np.float64)
+        p50, p99 = np.percentile(a, [50, 99])
+        return Percentiles(float(p50), float(p99), float(a.mean()), int(a.size))
+
+
+def model_ms_per_face(landmarker: Any, image: Any, box: Any, batches: tuple[int, ...],
+                      repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms per face of ``engine.predict`` (model + decode) on copies of one real crop.
+
+    Returns wall-clock and calling-thread CPU medians: on a busy machine the wall clock of a
+    long call includes time-slices lost to other processes; the CPU time does not (for CPU
+    engines that compute on the calling thread).
+    """
+    import numpy as np
+
+    lm = landmarker
+    crops = np.repeat(_crop(lm, image, box)[None], max(batches), axis=0)
+    wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for b in batches:
+        x = np.ascontiguousarray(lm.preprocess(crops[:b]))
+        for _ in range(3):
+            lm.engine.predict(x)
+        walls, cpus = [], []
+        for _ in range(max(1, repeats)):
+            t0, c0 = time.perf_counter(), time.thread_time()
+            lm.engine.predict(x)
+            cpus.append(time.thread_time() - c0)
+            walls.append(time.perf_counter() - t0)
+        wall[str(b)] = round(float(np.median(walls)) * 1e3 / b, 4)
+        cpu[str(b)] = round(float(np.median(cpus)) * 1e3 / b, 4)
+    return wall, cpu
+
+
+def _crop(lm: Any, image: Any, box: Any) -> Any:
+    import cv2
+
+    from tracker.geometry import box_affine
+
+    m = box_affine(box, lm.size)
+    return cv2.warpAffine(image, m, (lm.size, lm.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def tracking_cost(cfg: Any, track: Any, smooth: Any) -> tuple[Percentiles, Percentiles, Any, Any]:
+    """Per-frame track + smooth ms over the source, one face, detector gated off.
+
+    Returns wall-clock and thread-CPU percentiles, a frame image with a face and that face's
+    box (for the model benchmark; the frame centre when no face was found).
+    """
+    from tracker.cli import run as runner
+    from tracker.types import Box
+
+    source = runner._open(cfg)
+    times: list[float] = []
+    cpu: list[float] = []
+    image = box = last = None
+    try:
+        for frame in source.items():
+            runs = track.stats.detector_runs
+            t0, c0 = time.perf_counter(), time.thread_time()
+            tracked = track.process(frame)
+            if smooth is not None:
+                tracked = smooth.process(tracked)
+            dc, dt = time.thread_time() - c0, time.perf_counter() - t0
+            if track.stats.detector_runs == runs and len(tracked.faces) == 1:
+                times.append(dt * 1e3)
+                cpu.append(dc * 1e3)
+            if box is None and tracked.faces:
+                image, box = frame.image, tracked.faces[0].box
+            last = frame.image
+    finally:
+        source.close()
+    if last is None:
+        raise CliError(f"no frames decoded from {cfg.run.source}", ExitCode.SOURCE)
+    if box is None:
+        h, w = last.shape[:2]
+        image, box = last, Box(0.35 * w, 0.3 * h, 0.65 * w, 0.7 * h)
+    return Percentiles.of(times), Percentiles.of(cpu), image, box
+
+
+def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    """Everything ``tracker bench`` measures, as one JSON-ready dict."""
+    from tracker.cli import run as runner
+    from tracker.runtime.pipeline import StageError
+    from tracker.temporal.smoothing import create_smooth_stage
+    from tracker.tracking.downscale import downscaled
+
+    source = runner._open(cfg)
+    if source.info.is_live and not cfg.run.max_frames:
+        source.close()
+        raise CliError("a live source needs --frames N (> 0) to bench", ExitCode.USAGE)
+    try:
+        track = runner._track(cfg)
+        writer = runner._writer(cfg, source.info) if cfg.run.out else None
+    except BaseException:
+        source.close()
+        raise
+    smooth = create_smooth_stage(cfg)
+    big = downscaled(track, source.info.width, source.info.height)
+    pipe = runner.build_pipeline(cfg, source, big, writer=writer, smooth=smooth)
+    try:
+        m = pipe.run()
+    except StageError as exc:
+        raise runner._stage_failure(exc) from None
+    landmarker = track.landmarker
+    gated_cfg = cfg.with_overrides({"track.max_faces": 1, "track.rescan_every": 0})
+    gated = runner._track(gated_cfg)
+    per_frame, per_frame_cpu, image, box = tracking_cost(gated_cfg, gated, create_smooth_stage(cfg))
+    wall, cpu = model_ms_per_face(landmarker, image, box, batches, repeats)
+    tracked = track.stats.frames
+    return {
+        "source": cfg.run.source,
+        "size": [source.info.width, source.info.height],
+        "engine": landmarker.engine.name,
+        "precision": getattr(landmarker.engine, "precision", None),
+        "frames": tracked,
+        "seconds": round(m.seconds, 4),
+        "fps": round(tracked / m.seconds, 2) if m.seconds else 0.0,
+        "dropped": sum(c.dropped for c in m.channels),
+        "detector_calls": track.stats.detector_runs,
+        "stages": {s.name: {"count": s.count, "p50_ms": round(s.p50_ms, 4),
+                            "p99_ms": round(s.p99_ms, 4), "mean_ms": round(s.mean_ms, 4)}
+                   for s in m.stages},
+        "queues": {c.name: {"capacity": c.capacity, "max_depth": c.max_depth,
+                            "dropped": c.dropped, "policy": c.policy} for c in m.channels},
+        "model_ms_per_face": wall,
+        "model_cpu_ms_per_face": cpu,
+        "tracking_ms_per_frame": {"p50": round(per_frame.p50, 4), "p99": round(per_frame.p99, 4),
+                                  "mean": round(per_frame.mean, 4), "frames": per_frame.count,
+                                  "cpu_p50": round(per_frame_cpu.p50, 4),
+                                  "cpu_p99": round(per_frame_cpu.p99, 4),
+                                  "smoothing": smooth is not None},
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable report of :func:`run_bench`."""
+    w, h = r["size"]
+    lines = [
+        f"source   {r['source']} ({w}x{h}), engine {r['engine']}"
+        + (f" ({r['precision']})" if r.get("precision") else ""),
+        f"speed    {r['fps']:.1f} fps: {r['frames']} frames in {r['seconds']:.2f} s, "
+        f"{r['dropped']} dropped, detector ran {r['detector_calls']} times",
+        "stage    p50 ms   p99 ms   items",
+    ]
+    for name, s in r["stages"].items():
+        lines.append(f"  {name:8s} {s['p50_ms']:7.3f} {s['p99_ms']:8.3f}   {s['count']}")
+    lines.append("queue    max depth   dropped")
+    for name, q in r["queues"].items():
+        lines.append(f"  {name:8s} {q['max_depth']:3d}/{q['capacity']:<3d}   {q['dropped']:7d}")
+    t = r["tracking_ms_per_frame"]
+    smooth = "with smoothing" if t["smoothing"] else "no smoothing"
+    lines.append(f"tracking one face, detector gated off ({smooth}, {t['frames']} frames): "
+                 f"p50 {t['p50']:.3f} ms, p99 {t['p99']:.3f} ms "
+                 f"(thread CPU p50 {t['cpu_p50']:.3f} ms)")
+    per_face = ", ".join(f"b{b}: {ms:.3f}" for b, ms in r["model_ms_per_face"].items())
+    per_face_cpu = ", ".join(f"b{b}: {ms:.3f}" for b, ms in r["model_cpu_ms_per_face"].items())
+    lines.append(f"model + decode ms/face  {per_face}")
+    lines.append(f"  thread CPU ms/face    {per_face_cpu}")
+    return "\n".join(lines)
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise CliError(f"--batches must be positive integers like 1,4,8,32, got {text!r}",
+                       ExitCode.USAGE)
+    return values
+
+
+def bench_command(
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="Video file, webcam, URL or "
+                                          "lavfi:GRAPH (as for `tracker run`).")],
+    frames: Annotated[int, typer.Option(min=0, help="Frames to process (0 = all).")] = 300,
+    engine: Annotated[str | None, typer.Option(
+        show_default=False, help=ENGINE_HELP)] = None,
+    weights: Annotated[str | None, typer.Option(
+        show_default=False, help="Landmark weights (default: the shipped model).")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", show_default=False,
+                                               help="TOML config, or a shipped preset: default, webcam, offline, fast.",
+                                               )] = None,
+    out: Annotated[str | None, typer.Option(
+        "--out", "-o", show_default=False,
+        help="Also render and encode to this .mp4 (as `tracker run --out`).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        show_default=False, help="x264 preset of --out (as `tracker run --preset`).")] = None,
+    batches: Annotated[str, typer.Option(help="Batch sizes for model ms/face.")] = "1,4,8,32",
+    repeats: Annotated[int, typer.Option(min=1, help="Timed calls per batch size.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """Benchmark the pipeline: fps, per-stage p50/p99, queues, drops, model ms/face."""
+    with known_errors(debug):
+        from tracker.cli import run as runner
+
+        sizes = _batches(batches)
+        cfg = runner._load(config, {
+            "run.source": source, "run.max_frames": frames, "run.out": out, "run.preset": preset,
+            "model.engine": engine, "model.weights": weights,
+        })
+        if out:
+            runner._check_outputs(cfg)
+        report = run_bench(cfg, sizes, repeats)
+        typer.echo(json.dumps(report) if as_json else format_report(report))

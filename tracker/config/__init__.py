@@ -1,0 +1,1 @@
+"""Run configuration: options dataclasses, TOML presets, single-field overrides."""

@@ -1,0 +1,312 @@
+"""Run configuration: frozen dataclasses loaded from TOML, with single-field overrides.
+
+A TOML file only lists what it changes; everything else keeps the dataclass defaults (which
+``tracker/config/presets/default.toml`` mirrors). Keys are addressed as ``section.field``, e.g.
+``track.max_faces``. Unknown sections or keys and wrongly typed values raise
+:class:`ConfigError` naming the key. Empty strings in TOML mean "none" for optional fields
+(TOML has no null).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tracker.errors import ConfigError  # noqa: F401 (re-exported)
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from tracker.runtime.pipeline import POLICIES
+
+if typing.TYPE_CHECKING:
+    from tracker.io.source import SourceOptions
+
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"
+
+
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+)
+# landmark engines (tracker.engines.base builds them; "onnx" is an alias of "onnxruntime")
+ENGINES = ("auto", "openvino", "openvino-fp32", "onnxruntime", "onnx", "torch", "tensorrt", "cuda")
+_NAMED = [e for e in ENGINES if e != "onnx"]
+ENGINE_HELP = f"{', '.join(_NAMED[:-1])} or {_NAMED[-1]} (default auto)."
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """What to read and where to write."""
+
+    source: str | None = None  # file | webcam | webcam:N | URL | lavfi:GRAPH
+    out: str | None = None  # annotated video
+    jsonl: str | None = None  # one JSON line of landmarks per frame ("-" = stdout)
+    show: bool = False  # preview window
+    max_frames: int = 0  # stop after this many frames (0 = until the source ends)
+    preset: str = "superfast"  # x264 preset of the annotated video (tracker.outputs.encode.X264_PRESETS)
+    crf: int = 20  # x264 constant rate factor of the annotated video (0-51, lower = better)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackConfig:
+    """Detector gating and face identity."""
+
+    max_faces: int = 1
+    rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
+    presence_threshold: float = 0.17  # drop faces whose presence is below this (default model)
+    iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
+    roi_scale: float = 1.25  # next frame's crop: this many face sizes, rotated with the eye line
+    discard_after: int = 30  # a face lost this many frames ago or less can get its id back
+    temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
+    temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothConfig:
+    """One Euro filtering of the landmarks (speeds in face sizes per second)."""
+
+    filter: str = "one_euro"  # one_euro | none
+    min_cutoff: float = 0.5  # Hz: cutoff of a still face (lower = smoother, more lag)
+    beta: float = 15.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
+    d_cutoff: float = 3.0  # Hz: cutoff of the speed estimate
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """The landmark engine."""
+
+    engine: str = "auto"  # one of ENGINES
+    weights: str | None = None  # None = the embedded default weights
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """The face detector."""
+
+    name: str = "default"
+    min_score: float = 0.0  # detections scoring below this are ignored
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Queues between stages."""
+
+    queue_size: int = 8  # decode -> track
+    sink_queue_size: int = 32  # track -> each sink
+    policy: str = "auto"  # auto (files block, live drop_oldest) | block | drop_oldest
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """How sources are opened."""
+
+    open_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    webcam_size: str = ""  # e.g. "1280x720"; "" = camera default
+    webcam_fps: float = 0.0  # 0 = camera default
+    rtsp_transport: str = "tcp"
+    reconnect: bool = False  # live sources: reopen after a stall/disconnect (False: end the run)
+    reconnect_attempts: int = 10  # failed attempts in a row before giving up (0 = keep trying)
+    reconnect_backoff_s: float = 0.5  # first wait; doubles after each failed attempt
+    reconnect_backoff_max_s: float = 8.0  # longest wait between attempts
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """Websocket streaming of landmarks (docs/protocol.md)."""
+
+    ws: str | None = None  # [HOST:]PORT to serve on ("8765" = 127.0.0.1:8765); None = off
+    token: str | None = None  # clients must give it (also env var TRACKER_WS_TOKEN)
+    origins: str = ""  # browser origins allowed, comma-separated; "" = loopback pages; "*" = any
+    preview: bool = False  # also send annotated JPEG previews
+    preview_fps: float = 10.0  # at most this many previews a second
+    preview_width: int = 480  # previews are scaled down to this width
+    serve_demo: bool = False  # serve the browser demo (tracker/serve/demo) at http://HOST:PORT/
+    stall_timeout_s: float = 10.0  # disconnect a client whose send makes no progress this long
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration of ``tracker run``."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    smooth: SmoothConfig = field(default_factory=SmoothConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def source_options(self) -> SourceOptions:
+        """Options for :func:`tracker.io.source.open_source`."""
+        from tracker.io.source import SourceOptions
+
+        s = self.source
+        return SourceOptions(
+            open_timeout_s=s.open_timeout_s,
+            read_timeout_s=s.read_timeout_s,
+            webcam_size=s.webcam_size,
+            webcam_fps=s.webcam_fps,
+            rtsp_transport=s.rtsp_transport,
+            max_frames=self.run.max_frames,
+            reconnect=s.reconnect,
+            reconnect_attempts=s.reconnect_attempts,
+            reconnect_backoff_s=s.reconnect_backoff_s,
+            reconnect_backoff_max_s=s.reconnect_backoff_max_s,
+        )
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Config:
+        """A copy with ``{"section.field": value}`` replaced; None values are skipped."""
+        cfg = self
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            section, name = _split_key(key)
+            sec = getattr(cfg, section)
+            value = _coerce(key, _field_types(type(sec))[name], value)
+            cfg = replace(cfg, **{section: replace(sec, **{name: value})})
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Check value ranges; raises ConfigError naming the key."""
+        checks = [
+            ("track.max_faces", self.track.max_faces >= 1, "must be >= 1"),
+            ("track.rescan_every", self.track.rescan_every >= 0, "must be >= 0"),
+            ("track.presence_threshold", 0.0 <= self.track.presence_threshold <= 1.0,
+             "must be in [0, 1]"),
+            ("track.iou_threshold", 0.0 <= self.track.iou_threshold <= 1.0, "must be in [0, 1]"),
+            ("track.roi_scale", 1.0 <= self.track.roi_scale <= 3.0, "must be in [1, 3]"),
+            ("track.discard_after", self.track.discard_after >= 0, "must be >= 0"),
+            ("smooth.filter", self.smooth.filter in ("one_euro", "none"),
+             "must be one_euro or none"),
+            ("smooth.min_cutoff", self.smooth.min_cutoff > 0, "must be > 0"),
+            ("smooth.beta", self.smooth.beta >= 0, "must be >= 0"),
+            ("smooth.d_cutoff", self.smooth.d_cutoff > 0, "must be > 0"),
+            ("run.max_frames", self.run.max_frames >= 0, "must be >= 0"),
+            ("run.preset", self.run.preset in X264_PRESETS, f"must be one of {', '.join(X264_PRESETS)}"),
+            ("run.crf", 0 <= self.run.crf <= 51, "must be in [0, 51]"),
+            ("pipeline.queue_size", self.pipeline.queue_size >= 1, "must be >= 1"),
+            ("pipeline.sink_queue_size", self.pipeline.sink_queue_size >= 1, "must be >= 1"),
+            ("pipeline.policy", self.pipeline.policy in ("auto", *POLICIES),
+             f"must be one of auto, {', '.join(POLICIES)}"),
+            ("source.open_timeout_s", self.source.open_timeout_s > 0, "must be > 0"),
+            ("source.read_timeout_s", self.source.read_timeout_s > 0, "must be > 0"),
+            ("source.reconnect_attempts", self.source.reconnect_attempts >= 0, "must be >= 0"),
+            ("source.reconnect_backoff_s", self.source.reconnect_backoff_s >= 0, "must be >= 0"),
+            ("source.reconnect_backoff_max_s",
+             self.source.reconnect_backoff_max_s >= self.source.reconnect_backoff_s,
+             "must be >= source.reconnect_backoff_s"),
+            ("stream.ws", _address_ok(self.stream.ws), "must be [HOST:]PORT with PORT 0-65535"),
+            ("stream.preview_fps", self.stream.preview_fps > 0, "must be > 0"),
+            ("stream.preview_width", self.stream.preview_width >= 16, "must be >= 16"),
+            ("stream.stall_timeout_s", self.stream.stall_timeout_s > 0, "must be > 0"),
+        ]
+        for key, ok, what in checks:
+            if not ok:
+                raise ConfigError(f"config key {key!r} {what}, got {_get(self, key)!r}")
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+def _address_ok(address: str | None) -> bool:
+    if address is None:
+        return True
+    from tracker.serve.access import parse_address
+
+    try:
+        parse_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _get(cfg: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls)}
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    section, _, name = key.partition(".")
+    sections = _field_types(Config)
+    if section not in sections:
+        raise ConfigError(f"unknown config section {section!r} (known: {', '.join(sections)})")
+    names = _field_types(sections[section])
+    if name not in names:
+        raise ConfigError(
+            f"unknown config key {key!r} (known in [{section}]: {', '.join(names)})"
+        )
+    return section, name
+
+
+def _coerce(key: str, typ: Any, value: Any) -> Any:
+    """Check ``value`` against the field type ``typ``; ints are accepted for floats."""
+    optional = isinstance(typ, types.UnionType) and type(None) in typ.__args__
+    base = next(a for a in typ.__args__ if a is not type(None)) if optional else typ
+    if optional and (value is None or value == ""):
+        return None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (base is int and isinstance(value, bool)) or not isinstance(value, base):
+        raise ConfigError(
+            f"config key {key!r} must be {base.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    """Build a Config from nested ``{section: {field: value}}`` data."""
+    overrides: dict[str, Any] = {}
+    try:
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                homes = [n for n, t in _field_types(Config).items() if section in _field_types(t)]
+                hint = f"; put it under [{homes[0]}]" if homes else ""
+                raise ConfigError(f"config key {section!r} must be inside a [section]{hint}")
+            for name, value in table.items():
+                _split_key(f"{section}.{name}")
+                overrides[f"{section}.{name}"] = value
+        return Config().with_overrides(overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A config file path; a bare name like ``webcam`` means ``presets/webcam.toml``."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    if path.suffix == "" and path.parent == Path("."):
+        named = CONFIG_DIR / f"{name_or_path}.toml"
+        if named.exists():
+            return named
+    raise ConfigError(f"config file not found: {name_or_path}")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Defaults, updated from the TOML file at ``path`` (or named config) when given."""
+    if path is None:
+        return Config()
+    p = resolve_config_path(str(path))
+    if p.is_dir():
+        raise ConfigError(f"config path is a directory: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {p}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {p}: {exc}") from None
+    return config_from_dict(data, origin=str(p))

@@ -1,0 +1,90 @@
+"""OpenVINO CPU engine: the exported ONNX graph compiled once per batch size.
+
+On CPUs with native bfloat16 (AVX512-BF16 or AMX, which OpenVINO reports as ``BF16``) the
+default precision is bf16: on this project's 2-core EPYC it took 0.77 ms per face against 1.30 ms
+in fp32 and 1.16 ms for ONNX Runtime (one quiet run of ``python benchmarks/engine_bench.py``),
+and moved val NME by +0.02 points. Elsewhere, or with ``precision="fp32"``, it runs fp32.
+
+A graph is compiled for a static batch shape (static shapes ran ~7 % faster than a dynamic
+batch axis); a new number of faces compiles once more (~60 ms) and is kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tracker.engines.base import EngineError, HostDecode
+from tracker.models import heatmap
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def bf16_supported() -> bool:
+    """True when OpenVINO's CPU plugin reports native bfloat16 support here."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return _has_bf16(ov.Core())
+
+
+def _has_bf16(core) -> bool:  # noqa: ANN001 - openvino.Core
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoEngine(HostDecode):
+    """OpenVINO CPU inference over an ONNX export, ``threads`` inference threads, no pinning."""
+
+    name = "openvino"
+
+    def __init__(self, onnx: bytes, threads: int | None = None, precision: str = "auto") -> None:
+        if precision not in PRECISIONS:
+            raise EngineError(f"unknown OpenVINO precision {precision!r}; choose one of "
+                              f"{', '.join(PRECISIONS)}")
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise EngineError("openvino is not installed: pip install openvino") from exc
+        self._core = ov.Core()
+        if precision == "auto":
+            precision = "bf16" if _has_bf16(self._core) else "fp32"
+        self.precision = precision
+        self._config = {
+            "INFERENCE_NUM_THREADS": int(threads or 1),
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "ENABLE_CPU_PINNING": False,
+        }
+        try:
+            self._model = self._core.read_model(onnx)
+            self._requests: dict[int, object] = {}
+            self._request(1)
+        except EngineError:
+            raise
+        except Exception as exc:  # OpenVINO raises bare RuntimeErrors with long texts
+            raise EngineError(f"OpenVINO cannot compile the model: {str(exc).splitlines()[0]}") from exc
+
+    def _request(self, n: int):  # noqa: ANN202 - openvino.InferRequest
+        req = self._requests.get(n)
+        if req is None:
+            model = self._model.clone()
+            dims = model.inputs[0].partial_shape
+            shape = [n, *(dims[i].get_length() for i in range(1, len(dims)))]
+            model.reshape({model.inputs[0].any_name: shape})
+            req = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            self._requests[n] = req
+        return req
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits in OpenVINO's output buffer (valid until the next call)."""
+        x = np.ascontiguousarray(batch, np.float32)
+        req = self._request(x.shape[0])
+        req.infer({0: x})
+        return req.get_output_tensor(0).data
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch).copy()
+
+    def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return heatmap.decode(self._run(batch))  # decoded in place, no copy

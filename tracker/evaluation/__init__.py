@@ -1,0 +1,1 @@
+"""Accuracy: landmark metrics, still-image evaluation and plots."""

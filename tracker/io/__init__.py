@@ -1,0 +1,1 @@
+"""Video input (PyAV sources) and landmark files."""

@@ -1,0 +1,1 @@
+"""Landmark networks, their checkpoints and model cards, input preprocessing and heatmap decoding."""

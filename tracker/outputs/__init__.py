@@ -1,0 +1,1 @@
+"""What a run writes: JSON lines, annotated video, preview, drawings."""

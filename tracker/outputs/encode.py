@@ -1,0 +1,328 @@
+"""Output sinks for annotated frames: an H.264 MP4 writer with audio pass-through, and a preview.
+
+``VideoWriter`` keeps the input's timing: each frame's pts is ``round(time / time_base)`` with
+the source's time base, so frame count, timestamps and duration match the input. The source's
+audio packets are remuxed untouched (no re-encode), interleaved with the video as it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import threading
+import time as _time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from fractions import Fraction
+from types import TracebackType
+
+import av
+import cv2
+import numpy as np
+
+from tracker.config.schema import X264_PRESETS
+from tracker.errors import EncodeError, PreviewUnavailable  # noqa: F401 (re-exported)
+from tracker.outputs.render import draw_hud
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIME_BASE = Fraction(1, 90000)
+# superfast, not veryfast: at crf 20 on the 640x360 clip it costs ~2.6-3.0 ms CPU a frame against
+# ~3.6-4.5 ms (about 1.2 ms of the ~9 ms the whole `tracker run --out` pipeline spends a frame on
+# 2 cores), for a file ~1.6x larger (1.28 vs 0.81 MB); python benchmarks/encode_bench.py.
+DEFAULT_PRESET = "superfast"
+_MOV_MUXERS = frozenset({"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"})
+
+
+def _probe_video_time_base(path: str) -> Fraction | None:
+    """Time base of the first video stream of ``path``; None if it has none or cannot be read."""
+    try:
+        with av.open(path) as container:
+            if container.streams.video:
+                return Fraction(container.streams.video[0].time_base)
+    except (av.FFmpegError, OSError):
+        return None
+    return None
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264 (yuv420p) in an MP4, keeping input timestamps and audio.
+
+    ``time`` passed to :meth:`write` must be the container time of the source frame
+    (``pts * time_base``, as in ``Frame.time``, not shifted to start at zero) so that the
+    remuxed audio stays in sync. ``time_base`` is the source video stream's time base; when
+    omitted it is read from ``audio_source``'s video stream, else 1/90000.
+
+    Odd widths or heights are padded by one replicated row/column to the next even size
+    (yuv420p needs even dimensions); ``width``/``height`` give the encoded size.
+    Frames whose pts would not increase are nudged to ``last + 1`` (counted in ``adjusted``).
+    Audio is written up to the end of the last video frame; an audio codec the container
+    cannot hold is dropped with a warning. ``close()`` is idempotent and always finalises
+    the file, also after an exception or KeyboardInterrupt. Thread-safe: write and close
+    may be called from different threads.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        width: int,
+        height: int,
+        fps: float,
+        audio_source: str | None = None,
+        time_base: Fraction | None = None,
+        *,
+        preset: str = DEFAULT_PRESET,
+        crf: int = 20,
+        threads: int = 0,
+    ) -> None:
+        if width <= 0 or height <= 0:
+            raise ValueError(f"frame size must be positive, got {width}x{height}")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if preset not in X264_PRESETS:
+            raise ValueError(f"unknown x264 preset {preset!r}; one of {', '.join(X264_PRESETS)}")
+        self.path = path
+        self.source_size = (int(width), int(height))
+        self.width = int(width) + (int(width) & 1)
+        self.height = int(height) + (int(height) & 1)
+        self.fps = float(fps)
+        tb = time_base
+        if tb is None and audio_source is not None:
+            tb = _probe_video_time_base(audio_source)
+        self.time_base = Fraction(tb) if tb is not None else DEFAULT_TIME_BASE
+        self.frame_ticks = max(1, round(1 / (Fraction(self.fps) * self.time_base)))
+        self.frames_written = 0
+        self.audio_packets_written = 0
+        self.adjusted = 0
+        self._last_pts: int | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._audio_in: av.container.InputContainer | None = None
+        self._audio_out: av.audio.stream.AudioStream | None = None
+        self._audio_packets: Iterator[av.Packet] | None = None
+        self._pending: av.Packet | None = None
+
+        parent = os.path.dirname(os.path.abspath(path))
+        if not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
+            raise EncodeError(f"cannot write {path!r}: {parent} is not a writable directory")
+        try:
+            self._container = av.open(path, "w")
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise EncodeError(f"cannot open {path!r} for writing: {exc}") from None
+        try:
+            self._video = self._add_video(preset, crf, threads)
+            if audio_source is not None:
+                self._add_audio(audio_source)
+            self._set_movie_timescale()
+        except BaseException:
+            self._closed = True
+            self._container.close()
+            if self._audio_in is not None:
+                self._audio_in.close()
+            raise
+
+    def _add_video(self, preset: str, crf: int, threads: int) -> av.video.stream.VideoStream:
+        rate = Fraction(self.fps).limit_denominator(1001 * 1000)
+        stream = self._container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        stream.codec_context.thread_count = threads
+        stream.options = {"preset": preset, "crf": str(crf)}
+        return stream
+
+    def _add_audio(self, audio_source: str) -> None:
+        try:
+            self._audio_in = av.open(audio_source)
+        except (av.FFmpegError, OSError) as exc:
+            raise EncodeError(f"cannot read audio from {audio_source!r}: {exc}") from None
+        if not self._audio_in.streams.audio:
+            self._audio_in.close()
+            self._audio_in = None
+            return
+        src = self._audio_in.streams.audio[0]
+        codec = src.codec_context.name
+        if codec not in self._container.supported_codecs:
+            log.warning("audio codec %s cannot go in %s; output has no audio", codec, self.path)
+            self._audio_in.close()
+            self._audio_in = None
+            return
+        self._audio_out = self._container.add_stream_from_template(src)
+        self._audio_packets = (p for p in self._audio_in.demux(src) if p.dts is not None)
+
+    def _set_movie_timescale(self) -> None:
+        """Make MP4/MOV start offsets exact for every stream.
+
+        Each stream's start offset is stored as an edit list in the movie timescale (default
+        1/1000 s, rounded down), which would shift all pts of a stream by up to a millisecond;
+        a common multiple of the stream time-base denominators keeps them exact.
+        """
+        if self._container.format.name not in _MOV_MUXERS:
+            return
+        scale = self.time_base.denominator
+        if self._audio_out is not None:
+            scale = math.lcm(scale, Fraction(self._audio_out.time_base).denominator)
+        if scale > 2**31 - 1:
+            scale = self.time_base.denominator
+        self._container.options["movie_timescale"] = str(scale)
+
+    def _mux_audio_until(self, limit: Fraction, *, inclusive: bool) -> None:
+        """Remux source audio packets that start before ``limit`` seconds (or at it)."""
+        if self._audio_packets is None:
+            return
+        while True:
+            if self._pending is None:
+                self._pending = next(self._audio_packets, None)
+                if self._pending is None:
+                    self._audio_packets = None
+                    return
+            packet = self._pending
+            ts = packet.pts if packet.pts is not None else packet.dts
+            start = ts * Fraction(packet.time_base)
+            if start > limit or (start == limit and not inclusive):
+                return
+            packet.stream = self._audio_out
+            self._container.mux(packet)
+            self.audio_packets_written += 1
+            self._pending = None
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        w, h = self.source_size
+        if image.dtype != np.uint8 or image.shape != (h, w, 3):
+            raise ValueError(
+                f"expected a uint8 ({h}, {w}, 3) RGB image, got {image.dtype} {image.shape}"
+            )
+        if (self.width, self.height) != (w, h):
+            return cv2.copyMakeBorder(
+                image, 0, self.height - h, 0, self.width - w, cv2.BORDER_REPLICATE
+            )
+        return np.ascontiguousarray(image)
+
+    def write(self, image_rgb: np.ndarray, time: float) -> None:
+        """Encode one RGB frame shown at ``time`` seconds (source container time)."""
+        with self._lock:
+            if self._closed:
+                raise EncodeError(f"write to closed VideoWriter ({self.path})")
+            frame = av.VideoFrame.from_ndarray(self._prepare(image_rgb), format="rgb24")
+            pts = round(Fraction(time) / self.time_base)
+            if self._last_pts is not None and pts <= self._last_pts:
+                pts = self._last_pts + 1
+                self.adjusted += 1
+            frame.pts, frame.time_base, frame.duration = pts, self.time_base, self.frame_ticks
+            self._mux_audio_until(pts * self.time_base, inclusive=True)
+            for packet in self._video.encode(frame):
+                self._container.mux(packet)
+            self._last_pts = pts
+            self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder, write the audio up to the video's end and finalise the file."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with ExitStack() as cleanup:  # every step runs even if an earlier one raised
+                if self._audio_in is not None:
+                    cleanup.callback(self._audio_in.close)
+                cleanup.callback(self._container.close)
+                if self.frames_written == 0:
+                    cleanup.callback(self._container.start_encoding)  # a valid, empty file
+                    return
+                try:
+                    for packet in self._video.encode(None):
+                        self._container.mux(packet)
+                finally:
+                    end = (self._last_pts + self.frame_ticks) * self.time_base
+                    self._mux_audio_until(end, inclusive=False)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_NO_GUI_BUILD = (
+    "--show needs a GUI build of OpenCV: "
+    "pip uninstall opencv-python-headless && pip install opencv-python"
+)
+_NO_DISPLAY = "--show needs a display (DISPLAY / WAYLAND_DISPLAY is not set)"
+
+
+def preview_problem() -> str | None:
+    """Why an OpenCV window cannot open here (one line), or None if it should.
+
+    Cheap and window-free, so a CLI can check ``--show`` before starting any work.
+    """
+    lines = cv2.getBuildInformation().splitlines()
+    gui = next((ln.split(":", 1)[1].strip() for ln in lines if ln.strip().startswith("GUI:")), "")
+    if gui.upper() == "NONE":
+        return _NO_GUI_BUILD
+    on_linux = sys.platform.startswith("linux")
+    if on_linux and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return _NO_DISPLAY  # checked first: Qt builds abort the process without a display
+    return None
+
+
+class Preview:
+    """An OpenCV window showing frames with fps and latency in a corner; q or Esc stops."""
+
+    def __init__(self, title: str = "tracker") -> None:
+        problem = preview_problem()
+        if problem is not None:
+            raise PreviewUnavailable(problem)
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_AUTOSIZE)
+        except cv2.error:
+            raise PreviewUnavailable(_NO_GUI_BUILD) from None
+        self.title = title
+        self.stopped = False
+        self.fps = 0.0
+        self._last_show: float | None = None
+
+    def show(
+        self, image_rgb: np.ndarray, latency_ms: float | None = None, lines: Sequence[str] = ()
+    ) -> bool:
+        """Display one RGB frame; returns False once the user asked to stop."""
+        now = _time.perf_counter()
+        if self._last_show is not None and now > self._last_show:
+            rate = 1.0 / (now - self._last_show)
+            self.fps = rate if self.fps == 0.0 else 0.9 * self.fps + 0.1 * rate
+        self._last_show = now
+        bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
+        hud = [f"{self.fps:5.1f} fps"]
+        if latency_ms is not None:
+            hud.append(f"latency {latency_ms:4.0f} ms")
+        draw_hud(bgr, [*hud, *lines])
+        cv2.imshow(self.title, bgr)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27):
+            self.stopped = True
+        elif cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            self.stopped = True  # window closed with the mouse
+        return not self.stopped
+
+    def close(self) -> None:
+        """Close the window (safe to call twice)."""
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+    def __enter__(self) -> Preview:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

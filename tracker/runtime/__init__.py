@@ -1,0 +1,1 @@
+"""The streaming spine: bounded channels, stages on threads, signals and fault injection."""

@@ -1,0 +1,1 @@
+"""Websocket streaming: protocol v1, server, access checks, demo assets."""

@@ -1,0 +1,1 @@
+"""Temporal denoising and smoothing of landmark tracks."""

@@ -1,0 +1,176 @@
+"""Landmark smoothing: a One Euro filter per face, compiled with Numba.
+
+The One Euro filter (Casiez, Roussel and Vogel, CHI 2012) is a first-order low-pass filter whose
+cutoff rises with speed: ``cutoff = min_cutoff + beta * |speed|``, the speed itself being a
+low-passed derivative (cutoff ``d_cutoff``). Still faces are smoothed hard (jitter goes), moving
+ones lightly (little lag).
+
+Every coordinate of a face's 68 x 2 points is filtered independently, all in one kernel call.
+Speeds are measured in face sizes per second (pixels per second over the larger side of the
+face's landmark box), so one setting suits a face at any distance; the filter itself works on
+pixels, so a face growing or shrinking does not disturb it.
+
+State lives per face id: created when an id first appears, discarded as soon as a frame arrives
+without it (a lost face that comes back starts afresh). Time steps come from the frames'
+timestamps (``1 / fallback_fps`` when those are missing or not increasing).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numba as nb
+import numpy as np
+
+from tracker.geometry import box_from_points
+from tracker.runtime.pipeline import Stage
+from tracker.types import Landmarks, TrackedFrame
+
+if TYPE_CHECKING:
+    from tracker.config.schema import Config
+
+FILTERS = ("one_euro", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class OneEuroParams:
+    """Filter settings: cutoffs in Hz, ``beta`` in Hz per (face size / s)."""
+
+    min_cutoff: float = 0.5
+    beta: float = 15.0
+    d_cutoff: float = 3.0
+    fallback_fps: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.min_cutoff > 0 and self.d_cutoff > 0 and self.fallback_fps > 0):
+            raise ValueError("min_cutoff, d_cutoff and fallback_fps must be > 0")
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+
+@nb.njit(cache=True, nogil=True)
+def _alpha(cutoff: float, dt: float) -> float:
+    """Smoothing factor of a first-order low-pass filter at ``cutoff`` Hz for a step ``dt``."""
+    tau = 1.0 / (2.0 * math.pi * cutoff)
+    return 1.0 / (1.0 + tau / dt)
+
+
+@nb.njit(cache=True, nogil=True)
+def one_euro_step(x: np.ndarray, dt: float, scale: float, x_hat: np.ndarray, dx_hat: np.ndarray,
+                  min_cutoff: float, beta: float, d_cutoff: float, out: np.ndarray) -> None:
+    """Filter one sample ``x`` (any shape, float64) in place of the state ``x_hat``/``dx_hat``.
+
+    ``out`` receives the filtered values. ``scale`` divides the speeds (face size in pixels).
+    A non-finite input passes through and leaves its coordinate's state untouched.
+    """
+    xs, xh, dxh, o = x.ravel(), x_hat.ravel(), dx_hat.ravel(), out.ravel()
+    a_d = _alpha(d_cutoff, dt)
+    inv_scale = 1.0 / scale
+    for i in range(xs.size):
+        xi = xs[i]
+        if not math.isfinite(xi):
+            o[i] = xi
+            continue
+        dx = (xi - xh[i]) / dt
+        edx = dxh[i] + a_d * (dx - dxh[i])
+        cutoff = min_cutoff + beta * abs(edx) * inv_scale
+        a = _alpha(cutoff, dt)
+        xh[i] += a * (xi - xh[i])
+        dxh[i] = edx
+        o[i] = xh[i]
+
+
+def face_scale(points: np.ndarray) -> float:
+    """Face size in pixels: the larger side of the landmarks' tight box (at least 1)."""
+    finite = points[np.isfinite(points).all(axis=1)]
+    if finite.size == 0:
+        return 1.0
+    span = finite.max(axis=0) - finite.min(axis=0)
+    return max(float(span.max()), 1.0)
+
+
+class OneEuroFilter:
+    """One Euro filter over a fixed-size array of coordinates (one face)."""
+
+    def __init__(self, params: OneEuroParams) -> None:
+        self.params = params
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+
+    def reset(self) -> None:
+        self._x = self._dx = self._t = None
+
+    def __call__(self, points: np.ndarray, t: float, scale: float | None = None) -> np.ndarray:
+        """Filtered copy of ``points`` (K, 2) (float32) observed at time ``t`` seconds."""
+        x = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 2)
+        if self._x is None or self._x.shape != x.shape:
+            self._x = np.where(np.isfinite(x), x, 0.0)
+            self._dx = np.zeros_like(x)
+            self._t = t
+            return np.asarray(points, dtype=np.float32).copy()
+        p = self.params
+        dt = t - self._t if self._t is not None else 0.0
+        if not (math.isfinite(dt) and dt > 0):
+            dt = 1.0 / p.fallback_fps
+        self._t = t if math.isfinite(t) else (self._t or 0.0) + dt
+        s = face_scale(x) if scale is None else max(scale, 1.0)
+        out = np.empty_like(x)
+        one_euro_step(x, dt, s, self._x, self._dx, p.min_cutoff, p.beta, p.d_cutoff, out)
+        return out.reshape(np.shape(points)).astype(np.float32)
+
+
+class Smoother:
+    """Per-face-id One Euro filters over a stream of :class:`TrackedFrame`."""
+
+    def __init__(self, params: OneEuroParams) -> None:
+        self.params = params
+        self._filters: dict[int, OneEuroFilter] = {}
+
+    @property
+    def face_ids(self) -> tuple[int, ...]:
+        """Ids that currently hold filter state."""
+        return tuple(sorted(self._filters))
+
+    def __call__(self, tracked: TrackedFrame) -> TrackedFrame:
+        present = {f.face_id for f in tracked.faces}
+        for fid in [i for i in self._filters if i not in present]:
+            del self._filters[fid]  # lost: its next appearance starts afresh
+        faces = tuple(self._smooth(f) for f in tracked.faces)
+        return replace(tracked, faces=faces)
+
+    def _smooth(self, face: Landmarks) -> Landmarks:
+        filt = self._filters.get(face.face_id)
+        if filt is None:
+            filt = self._filters[face.face_id] = OneEuroFilter(self.params)
+        points = filt(face.points, face.time)
+        box = box_from_points(points) if np.isfinite(points).all() else face.box
+        return replace(face, points=points, box=replace(box, score=face.box.score))
+
+
+class SmoothStage(Stage):
+    """TrackedFrame -> TrackedFrame with each face's points filtered."""
+
+    name = "smooth"
+
+    def __init__(self, params: OneEuroParams) -> None:
+        self.smoother = Smoother(params)
+
+    def process(self, item: TrackedFrame) -> TrackedFrame:
+        return self.smoother(item)
+
+
+def warmup() -> None:
+    """Load (or compile once, to the disk cache) the kernel."""
+    x = np.zeros((2, 2))
+    one_euro_step(x, 1.0 / 30, 1.0, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty((2, 2)))
+
+
+def create_smooth_stage(cfg: Config) -> SmoothStage | None:
+    """The configured smoothing stage, or None for ``smooth.filter = "none"``."""
+    s = cfg.smooth
+    if s.filter == "none":
+        return None
+    return SmoothStage(OneEuroParams(s.min_cutoff, s.beta, s.d_cutoff))

@@ -1,0 +1,1 @@
+"""Following faces from frame to frame: detector gating, rotated ROIs, ids, scene cuts."""

@@ -1,0 +1,1 @@
+"""Training: data and augmentation, RCN/DKM and temporal training, calibration, synthetic video."""
