@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tracker.cli.app import main  # noqa: E402
 from tracker.cli import run as runner  # noqa: E402
+from tracker.cli.app import main  # noqa: E402
 from tracker.io.source import mp4_problem  # noqa: E402
 from tracker.runtime import faults  # noqa: E402
 

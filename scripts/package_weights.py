@@ -55,7 +55,8 @@ def main() -> None:
         "calibration": None if "point_offset" not in ckpt.meta else {
             "what": "per-landmark offset (heatmap px) added to the decoded points",
             "data": ckpt.meta.get("point_offset_data"),
-            "command": "python -m tracker.training.calibrate CKPT --train " + str(ckpt.meta.get("point_offset_data")),
+            "command": ("python -m tracker.training.calibrate CKPT --train "
+                        + str(ckpt.meta.get("point_offset_data"))),
         },
         "data": {"train": "faces68/train (3,402 images, 277 persons)",
                  "val": "faces68/val (420 images, 35 other persons), used for model selection"},

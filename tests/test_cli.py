@@ -17,8 +17,8 @@ import pytest
 from stubs import stub_track
 from synthetic import make_clip
 
-from tracker.cli.app import CliError, ExitCode, main
 from tracker.cli import run as runner
+from tracker.cli.app import CliError, ExitCode, main
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -21,8 +21,8 @@ from damaged import TsServer, coded, cut, faststart, from_frames, unknown_codec,
 from stubs import stub_track
 from synthetic import make_audio_only, make_clip
 
-from tracker.cli.app import ExitCode, main
 from tracker.cli import run as runner
+from tracker.cli.app import ExitCode, main
 from tracker.io.source import mp4_problem
 
 ROOT = Path(__file__).parents[1]

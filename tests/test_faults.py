@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from stubs import stub_track
 
-from tracker.cli.app import ExitCode, main
 from tracker.cli import run as runner
+from tracker.cli.app import ExitCode, main
 from tracker.runtime import faults
 from tracker.runtime.faults import Fault, FaultyStage, InjectedFault, inject, parse_faults
 from tracker.runtime.pipeline import IterableSource, Pipeline, Stage

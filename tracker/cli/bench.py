@@ -227,8 +227,8 @@ def bench_command(
     weights: Annotated[str | None, typer.Option(
         show_default=False, help="Landmark weights (default: the shipped model).")] = None,
     config: Annotated[str | None, typer.Option("--config", "-c", show_default=False,
-                                               help="TOML config, or a shipped preset: default, webcam, offline, fast.",
-                                               )] = None,
+                                               help="TOML config, or a shipped preset: default, webcam, "
+                                               "offline, fast.")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", "-o", show_default=False,
         help="Also render and encode to this .mp4 (as `tracker run --out`).")] = None,
