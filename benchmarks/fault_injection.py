@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tracker.cli import run as runner  # noqa: E402
+from tracker.api import assembly  # noqa: E402
 from tracker.cli.app import main  # noqa: E402
 from tracker.io.source import mp4_problem  # noqa: E402
 from tracker.runtime import faults  # noqa: E402
@@ -143,7 +143,7 @@ def _check_outputs(res: Result, out: Path, jsonl: Path) -> None:
         res.problems.append("jsonl frames not increasing")
 
 
-def run_trial(trial: Trial, clip: Path, work: Path, extra: list[str],
+def run_trial(trial: Trial, clip: Path, work: Path, extra: list[str], factory: Any,
               watchdog_s: float = 30.0) -> Result:
     """Run one trial; see the module docstring for what is checked."""
     res = Result(str(trial.fault) + f" {trial.policy} q{trial.queue_size}/{trial.sink_queue_size}"
@@ -154,7 +154,7 @@ def run_trial(trial: Trial, clip: Path, work: Path, extra: list[str],
     cfg.write_text(f'[pipeline]\nqueue_size = {trial.queue_size}\n'
                    f'sink_queue_size = {trial.sink_queue_size}\npolicy = "{trial.policy}"\n')
     writers: list[Any] = []
-    make_writer: Callable[..., Any] = runner._writer
+    make_writer: Callable[..., Any] = assembly.video_writer
 
     def remember_writer(*args: Any) -> Any:
         w = make_writer(*args)
@@ -166,13 +166,13 @@ def run_trial(trial: Trial, clip: Path, work: Path, extra: list[str],
     codes: list[int] = []
     faults.fired.clear()
     os.environ[faults.ENV] = str(trial.fault)
-    runner._writer = remember_writer  # type: ignore[assignment]
+    assembly.video_writer = remember_writer  # type: ignore[assignment]
     args = ["run", str(clip), "--out", str(out), "--jsonl", str(jsonl), "--config", str(cfg),
             "--ws", "127.0.0.1:0", *extra]
 
     def work_fn() -> None:
         try:
-            codes.append(main(args))
+            codes.append(main(args, tracker_factory=factory))
         finally:
             done.set()
 
@@ -187,7 +187,7 @@ def run_trial(trial: Trial, clip: Path, work: Path, extra: list[str],
             returned = time.monotonic()
     finally:
         client_stop.set()
-        runner._writer = make_writer  # type: ignore[assignment]
+        assembly.video_writer = make_writer  # type: ignore[assignment]
         os.environ.pop(faults.ENV, None)
     if not finished:
         res.hang = True
@@ -216,35 +216,37 @@ def run_trial(trial: Trial, clip: Path, work: Path, extra: list[str],
 
 def run_trials(n: int, seed: int = 0, real: bool = False, n_frames: int = 24,
                watchdog_s: float = 30.0, log: Callable[[str], None] | None = None,
-               install_stubs: bool = True) -> list[Result]:
+               ) -> list[Result]:
     """Random trials until ``n`` faults fired (a fault at an item a ``drop_oldest`` stage never
     saw does not fire); stops early after a hang (the process state is then suspect).
 
-    Without ``real`` the stub models are installed for good unless ``install_stubs`` is False
-    (a caller that patched them in itself, e.g. a test with monkeypatch).
+    Without ``real`` the stub models stand in for the real ones (through the CLI's
+    ``tracker_factory`` seam).
     """
     rng = random.Random(seed)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
         work = Path(tmp)
         extra: list[str] = []
+        factory: Callable[..., Any] | None = None
         if real:
             weights = os.environ.get("TRACKER_TEST_WEIGHTS")
             extra = ["--weights", weights] if weights else []
-        elif install_stubs:
-            from stubs import install
+        else:
+            from stubs import stub_tracker
 
-            install()
+            factory = stub_tracker
         clip = make_clip(work / "clip.mp4", n_frames)
         if real and SHARED_CLIP.exists():  # faces, so the landmark engine runs too
             clip = SHARED_CLIP
             extra += ["--max-frames", str(n_frames)]
         with contextlib.redirect_stderr(io.StringIO()):  # warm-up: imports, JIT, model caches
-            main(["run", str(clip), "--jsonl", str(work / "warm.jsonl"), *extra])
+            main(["run", str(clip), "--jsonl", str(work / "warm.jsonl"), *extra],
+                 tracker_factory=factory)
         attempts = 0
         while sum(r.fired for r in results) < n and attempts < 2 * n:
             i, attempts = attempts, attempts + 1
-            res = run_trial(random_trial(rng, n_frames), clip, work, extra, watchdog_s)
+            res = run_trial(random_trial(rng, n_frames), clip, work, extra, factory, watchdog_s)
             results.append(res)
             if log is not None:
                 status = "ok" if res.ok else "FAIL " + "; ".join(res.problems)

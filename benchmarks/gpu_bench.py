@@ -92,30 +92,26 @@ def clip_error_px(kind: str, weights: str | None, precision: str) -> dict[str, f
 
 
 def bench_clip(clip: Path, kind: str, weights: str | None, out: str | None) -> dict[str, Any]:
-    from tracker.cli import run as runner
     from tracker.cli.bench import run_bench
+    from tracker.config.schema import Config
 
-    cfg = runner._load(None, {"run.source": str(clip), "run.max_frames": 0, "run.out": out,
-                              "model.engine": kind, "model.weights": weights})
+    cfg = Config().with_overrides({"run.source": str(clip), "run.max_frames": 0, "run.out": out,
+                                   "model.engine": kind, "model.weights": weights})
     return run_bench(cfg, (1, 8, 32), repeats=50)
 
 
 def streams(n: int, kind: str, weights: str | None) -> dict[str, float]:
     """Aggregate fps of ``n`` decode -> track -> smooth pipelines on the clip, run at once."""
-    from tracker.cli import run as runner
-    from tracker.temporal.smoothing import create_smooth_stage
+    from tracker.api import Tracker
 
-    pipes = []
-    for _ in range(n):
-        cfg = runner._load(None, {"run.source": str(CLIP), "model.engine": kind,
-                                  "model.weights": weights})
-        source = runner._open(cfg)
-        pipes.append(runner.build_pipeline(cfg, source, runner._track(cfg),
-                                           smooth=create_smooth_stage(cfg)))
+    trackers = [Tracker.from_config(None, source=str(CLIP), engine=kind, weights=weights)
+                for _ in range(n)]
+    for t in trackers:
+        t.landmarker  # noqa: B018 - load every model before the clock starts
     results: list[Any] = [None] * n
 
     def go(i: int) -> None:
-        results[i] = pipes[i].run()
+        results[i] = trackers[i].run(outputs=[]).metrics
 
     threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
     t0 = time.perf_counter()

@@ -144,10 +144,9 @@ def soak(seconds: float, interval: float = 30.0, pattern: bool = False, stub: bo
     """Run the live soak for ``seconds`` (``seconds * 30`` frames); see the module docstring."""
     source = live_source(pattern)
     report = SoakReport(source, seconds)
+    factory = None
     if stub:
-        from stubs import install
-
-        install()
+        from stubs import stub_tracker as factory
     start = time.monotonic()
     last = {"t": 0.0, "tracked": 0}
     summary = runner.summary_table
@@ -175,9 +174,9 @@ def soak(seconds: float, interval: float = 30.0, pattern: bool = False, stub: bo
     def progress(console: object, total: int | None) -> Iterator[Callable[[Metrics], None]]:
         yield sample
 
-    def table(info: Any, m: Metrics, *rest: Any) -> Any:
-        final[:] = [m]  # the metrics of the finished run
-        return summary(info, m, *rest)
+    def table(run: Any, status: str) -> Any:
+        final[:] = [run.metrics]  # the metrics of the finished run
+        return summary(run, status)
 
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         out, jsonl = Path(tmp) / "soak.mp4", Path(tmp) / "soak.jsonl"
@@ -191,7 +190,7 @@ def soak(seconds: float, interval: float = 30.0, pattern: bool = False, stub: bo
         try:
             with contextlib.redirect_stderr(stderr):
                 client.start()
-                report.exit_code = main(args)
+                report.exit_code = main(args, tracker_factory=factory)
         finally:
             runner._progress, runner.summary_table = saved, summary  # type: ignore[assignment]
             stop.set()

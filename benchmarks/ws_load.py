@@ -92,10 +92,12 @@ def synthetic_track(track_ms: float) -> Stage:
 
 
 def model_track() -> Stage:
+    from tracker.api import assembly
     from tracker.config.schema import Config
-    from tracker.tracking.face_tracker import create_track_stage
 
-    return create_track_stage(Config())
+    cfg = Config()
+    return assembly.track_stage(cfg, assembly.load_detector(cfg), assembly.load_landmarker(cfg),
+                                assembly.load_denoiser(cfg))
 
 
 def run_pipeline(args: argparse.Namespace, frames: int, fps: float | None,

@@ -18,9 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tracker.geometry import box_from_points
+from tracker.api import Tracker, TrackerOptions  # noqa: E402
+from tracker.geometry import box_from_points  # noqa: E402
 from tracker.landmarker import FacePrediction as Pred  # noqa: E402
-from tracker.tracking.face_tracker import TrackStage
+from tracker.tracking.face_tracker import TrackStage  # noqa: E402
 from tracker.types import Box  # noqa: E402
 
 
@@ -55,12 +56,22 @@ def stub_track(cfg: Any) -> TrackStage:
                       rescan_every=cfg.track.rescan_every)
 
 
+def stub_tracker(options: TrackerOptions) -> Tracker:
+    """A real :class:`Tracker` with the stub models injected (no temporal denoiser)."""
+    return Tracker(options, detector=StubDetector(), landmarker=StubLandmarker())
+
+
+def run_cli(args: Sequence[str]) -> int:
+    """``tracker ARGS`` in this process, with the stub models."""
+    from tracker.cli import main
+
+    return main(list(args), tracker_factory=stub_tracker)
+
+
 def install(slow_close_s: float = 0.0) -> None:
-    """Make ``tracker run`` use the stub models (and optionally a slow video sink close)."""
-    from tracker.cli import run as runner
+    """Optionally make the video sink slow to close (for interrupt tests)."""
     from tracker.outputs import sinks
 
-    runner._track = stub_track  # type: ignore[assignment]
     if slow_close_s > 0:
         close = sinks.VideoSink.close
 
@@ -73,6 +84,4 @@ def install(slow_close_s: float = 0.0) -> None:
 
 if __name__ == "__main__":
     install(float(os.environ.get("STUB_SLOW_CLOSE", "0")))
-    from tracker.cli.app import main
-
-    sys.exit(main())
+    sys.exit(run_cli(sys.argv[1:]))

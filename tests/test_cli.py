@@ -11,14 +11,17 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
-from stubs import stub_track
+from stubs import stub_tracker
 from synthetic import make_clip
 
+from tracker.api import assembly
 from tracker.cli import run as runner
-from tracker.cli.app import CliError, ExitCode, main
+from tracker.cli.app import ExitCode, main
+from tracker.errors import SourceError
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -31,8 +34,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
                      height=64, audio=True)
 
 
+FACTORY: dict[str, Callable[..., Any] | None] = {"tracker": None}  # set by the stub fixture
+
+
 def call(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(list(args))
+    code = main(list(args), tracker_factory=FACTORY["tracker"])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -134,7 +140,7 @@ def test_exit_codes_are_distinct() -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    with pytest.raises(CliError, match="no such file"):
+    with pytest.raises(SourceError, match="no such file"):
         main(["run", str(tmp_path / "missing.mp4"), "--debug"])
 
 
@@ -168,7 +174,7 @@ def test_unwritable_output_fails_before_processing(
     def no_source(*args: object, **kwargs: object) -> None:
         raise AssertionError("the source was opened before the output was checked")
 
-    monkeypatch.setattr(runner, "open_source", no_source)
+    monkeypatch.setattr(assembly, "open_source", no_source)
     target = _unwritable_dir(tmp_path, kind) / "result.out"
     code, _, err = call(["run", str(clip), option, str(target)], capsys)
     assert code == ExitCode.OUTPUT
@@ -181,7 +187,8 @@ def test_unwritable_output_fails_before_processing(
 
 @pytest.fixture()
 def stub_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "_track", stub_track)
+    """`tracker run` through the injection seam: a real Tracker with the stub models."""
+    monkeypatch.setitem(FACTORY, "tracker", stub_tracker)
 
 
 def video_frames(path: Path) -> int:

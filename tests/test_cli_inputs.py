@@ -12,26 +12,30 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
 import numpy as np
 import pytest
 from damaged import TsServer, coded, cut, faststart, from_frames, unknown_codec, zero_frames
-from stubs import stub_track
+from stubs import stub_tracker
 from synthetic import make_audio_only, make_clip
 
-from tracker.cli import run as runner
 from tracker.cli.app import ExitCode, main
 from tracker.io.source import mp4_problem
+from tracker.tracking.face_tracker import TrackStage
 
 ROOT = Path(__file__).parents[1]
 DATA = ROOT.parent / "shared" / "data"
 VIDEO = DATA / "videos" / "short_hamilton_clip.mp4"
 
 
+FACTORY: dict[str, Callable[..., Any] | None] = {"tracker": None}  # set by the stub fixture
+
+
 def call(args: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(list(args))
+    code = main(list(args), tracker_factory=FACTORY["tracker"])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -59,7 +63,8 @@ def records(path: Path) -> list[dict]:
 
 @pytest.fixture()
 def stubs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "_track", stub_track)
+    """`tracker run` through the injection seam: a real Tracker with the stub models."""
+    monkeypatch.setitem(FACTORY, "tracker", stub_tracker)
 
 
 @pytest.fixture(scope="module")
@@ -294,13 +299,13 @@ def test_4k_frames_are_tracked_on_a_smaller_copy_and_written_in_full(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[int, ...]] = []
-    real_process = runner.TrackStage.process
+    real_process = TrackStage.process
 
-    def spy(self: runner.TrackStage, item: object) -> object:
+    def spy(self: TrackStage, item: object) -> object:
         seen.append(item.image.shape)  # type: ignore[attr-defined]
         return real_process(self, item)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runner.TrackStage, "process", spy)
+    monkeypatch.setattr(TrackStage, "process", spy)
     clip = make_clip(tmp_path / "uhd.mp4", n_frames=3, width=3840, height=2160)
     out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
     got, _, err = call(["run", str(clip), "--out", str(out), "--jsonl", str(jsonl)], capsys)

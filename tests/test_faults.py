@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stubs import stub_track
+from stubs import run_cli
 
-from tracker.cli import run as runner
-from tracker.cli.app import ExitCode, main
+from tracker.cli.app import ExitCode
 from tracker.runtime import faults
 from tracker.runtime.faults import Fault, FaultyStage, InjectedFault, inject, parse_faults
 from tracker.runtime.pipeline import IterableSource, Pipeline, Stage
@@ -105,9 +104,8 @@ def test_a_fault_for_a_missing_stage_is_rejected() -> None:
 def test_bad_fault_variable_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "_track", stub_track)
     monkeypatch.setenv(faults.ENV, "track@whenever")
-    code = main(["run", "--source", "lavfi:testsrc2=size=64x48:rate=10:duration=0.2",
+    code = run_cli(["run", "--source", "lavfi:testsrc2=size=64x48:rate=10:duration=0.2",
                  "--jsonl", str(tmp_path / "x.jsonl")])
     err = capsys.readouterr().err
     assert code == ExitCode.USAGE and faults.ENV in err and "Traceback" not in err
@@ -115,9 +113,7 @@ def test_bad_fault_variable_is_a_usage_error(
 
 def test_random_faults_never_hang_or_lose_finalised_output(monkeypatch: pytest.MonkeyPatch) -> None:
     """24 randomised trials over every stage (the benchmark runs 200 and reports timings)."""
-    monkeypatch.setattr(runner, "_track", stub_track)
-    results = fault_injection.run_trials(24, seed=7, n_frames=16, watchdog_s=60,
-                                         install_stubs=False)
+    results = fault_injection.run_trials(24, seed=7, n_frames=16, watchdog_s=60)
     failed = [(r.trial, r.problems) for r in results if not r.ok]
     assert sum(r.fired for r in results) == 24 and not failed
     assert {r.trial.split("@")[0] for r in results} >= {"decode", "track", "render", "video"}

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
+from tracker.api.assembly import smooth_stage
 from tracker.config.schema import Config
 from tracker.temporal.smoothing import (
     OneEuroFilter,
     OneEuroParams,
     Smoother,
     SmoothStage,
-    create_smooth_stage,
     face_scale,
 )
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
@@ -166,7 +166,7 @@ def test_smoothed_faces_keep_their_records_and_get_boxes_of_the_smoothed_points(
 @pytest.mark.parametrize("name, stage", [("one_euro", SmoothStage), ("none", type(None))])
 def test_config_selects_the_stage(name: str, stage: type) -> None:
     cfg = Config().with_overrides({"smooth.filter": name, "smooth.beta": 3.0})
-    made = create_smooth_stage(cfg)
+    made = smooth_stage(cfg)
     assert isinstance(made, stage)
     if made is not None:
         assert made.smoother.params.beta == 3.0

@@ -7,17 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from stubs import stub_track
-
-from tracker.cli import run as runner
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import soak  # noqa: E402
 
 
 def test_short_live_soak(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "_track", stub_track)
-    report = soak.soak(seconds=6, interval=1.0, pattern=True)
+    report = soak.soak(seconds=6, interval=1.0, pattern=True, stub=True)
     assert report.exit_code == 0 and report.problems == []
     assert len(report.samples) >= 3 and all(s.rss_mb > 0 for s in report.samples)
     for name, depth in report.max_depths.items():

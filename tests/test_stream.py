@@ -561,13 +561,11 @@ class _ModelLandmarker:
         return [_Pred(pts, np.full(68, 0.9, np.float32), 0.9, b) for b in boxes]
 
 
-@pytest.fixture()
-def stub_track(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracker.cli import run as runner
-    from tracker.tracking.face_tracker import TrackStage
+def stub_tracker(options: Any) -> Any:
+    """A real Tracker with the stub models injected (the CLI's ``tracker_factory`` seam)."""
+    from tracker.api import Tracker
 
-    monkeypatch.setattr(runner, "_track",
-                        lambda cfg: TrackStage(_CentreDetector(), _ModelLandmarker()))
+    return Tracker(options, detector=_CentreDetector(), landmarker=_ModelLandmarker())
 
 
 def _free_port() -> int:
@@ -576,7 +574,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.usefixtures("stub_track")
 def test_tracker_run_ws_streams_to_a_client(capsys: pytest.CaptureFixture[str]) -> None:
     from tracker.cli.app import main
 
@@ -602,7 +599,8 @@ def test_tracker_run_ws_streams_to_a_client(capsys: pytest.CaptureFixture[str]) 
     t = threading.Thread(target=client)
     t.start()
     # the realtime filter paces the test source like a camera (2 s)
-    code = main(["run", "--source", "lavfi:testsrc2=size=320x240:rate=30:duration=2,realtime",
+    code = main(tracker_factory=stub_tracker, argv=["run", "--source",
+                "lavfi:testsrc2=size=320x240:rate=30:duration=2,realtime",
                  "--ws", f"127.0.0.1:{port}", "--ws-token", "t0k"])
     t.join(WATCHDOG_S)
     err = capsys.readouterr().err
@@ -617,7 +615,6 @@ def test_tracker_run_ws_streams_to_a_client(capsys: pytest.CaptureFixture[str]) 
     assert abs(pose["yaw"]) < 3 and abs(pose["pitch"]) < 3 and abs(pose["roll"]) < 3
 
 
-@pytest.mark.usefixtures("stub_track")
 @pytest.mark.parametrize("args, code, needle", [
     (["--ws", "70000"], 3, "stream.ws"),
     (["--ws-preview"], 2, "need --ws"),
@@ -632,7 +629,8 @@ def test_tracker_run_ws_errors_are_one_line(args: list[str], code: int, needle: 
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         argv = [a.format(busy=busy.getsockname()[1]) for a in args]
-        rc = main(["run", "--source", "lavfi:testsrc2=size=64x48:rate=30:duration=1", *argv])
+        rc = main(["run", "--source", "lavfi:testsrc2=size=64x48:rate=30:duration=1", *argv],
+                  tracker_factory=stub_tracker)
     err = capsys.readouterr().err
     assert rc == code and needle in err
     lines = err.strip().splitlines()

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tracker.detect.detectors import Detector, create_detector
 from tracker.engines.base import DEFAULT_MAX_BATCH, Engine
 from tracker.engines.registry import create_engine
 from tracker.geometry import box_affine
@@ -34,14 +35,25 @@ class Landmarker:
     Not thread-safe: one landmarker per thread.
     """
 
-    def __init__(self, checkpoint: Checkpoint, engine: Engine) -> None:
+    def __init__(self, checkpoint: Checkpoint, engine: Engine,
+                 detector: Detector | None = None) -> None:
         self.checkpoint = checkpoint
         self.engine = engine
+        self.detector = detector
         self.size = checkpoint.net.size
         self.channels = checkpoint.net.in_channels
         self.preprocess = checkpoint.preprocess
         self.point_offset = checkpoint.point_offset
         self._reserve(1, force=True)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "default", engine: str = "auto", *,
+                        detector: str | Detector = "default", max_faces: int = 1) -> Landmarker:
+        """A shipped model by name (see :func:`tracker.list_models`) or a weights path, on
+        ``engine``; ``detector`` finds faces when :meth:`predict` is given no boxes."""
+        lm = load_landmarker(None if name == "default" else name, engine, max_faces=max_faces)
+        lm.detector = create_detector(detector) if isinstance(detector, str) else detector
+        return lm
 
     def warmup(self, max_faces: int = 1) -> None:
         """Run 1..``max_faces`` faces through every step (loads compiled kernels, allocates
@@ -59,9 +71,14 @@ class Landmarker:
         self._input = np.empty((n, self.channels, s, s), np.float32)
         self._to_frame = np.empty((n, 2, 3), np.float64)
 
-    def predict(self, image: np.ndarray, boxes: Sequence[Box],
+    def predict(self, image: np.ndarray, boxes: Sequence[Box] | None = None,
                 angles: Sequence[float] | None = None) -> list[FacePrediction]:
-        """Landmarks for each face box (``angles`` in radians rotate the crops upright)."""
+        """Landmarks for each face box of an RGB ``uint8 (H, W, 3)`` image (``angles`` in
+        radians rotate the crops upright); without boxes, the detector finds the faces."""
+        if boxes is None:
+            if self.detector is None:
+                self.detector = create_detector("default")
+            boxes = sorted(self.detector.detect(image), key=lambda b: -b.score)
         n = len(boxes)
         if n == 0:
             return []

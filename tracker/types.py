@@ -59,7 +59,9 @@ class FaceCrop:
 
 @dataclass(frozen=True, slots=True)
 class Landmarks:
-    """Landmarks of one face in one frame."""
+    """Landmarks of one face in one frame: ``points`` ``(68, 2)`` float32 ``(x, y)`` in frame
+    pixels (iBUG order, see :mod:`tracker.face68`), ``confidence`` ``(68,)`` in 0-1,
+    ``presence`` (their mean), the track ``face_id`` (also ``id``) and the landmarks' ``box``."""
 
     frame_index: int
     time: float
@@ -69,6 +71,14 @@ class Landmarks:
     presence: float
     box: Box
 
+    @property
+    def id(self) -> int:
+        """The face's track id (the same as ``face_id``)."""
+        return self.face_id
+
+
+Face = Landmarks  # the public name: one face's landmarks in one frame
+
 
 @dataclass(frozen=True, slots=True)
 class TrackedFrame:
@@ -76,3 +86,18 @@ class TrackedFrame:
 
     frame: Frame
     faces: tuple[Landmarks, ...] = ()
+
+    @property
+    def index(self) -> int:
+        """0-based index of the frame in its source."""
+        return self.frame.index
+
+    @property
+    def time(self) -> float:
+        """The frame's timestamp in seconds."""
+        return self.frame.time
+
+    @property
+    def image(self) -> np.ndarray:
+        """The frame's RGB image."""
+        return self.frame.image

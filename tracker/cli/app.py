@@ -12,46 +12,22 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from enum import IntEnum
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from tracker import __version__
-from tracker.config.schema import ENGINE_HELP
+from tracker.cli.errors import CliError, ExitCode, exit_code
+from tracker.engines.names import ENGINE_HELP
+from tracker.errors import TrackerError
 
-
-class ExitCode(IntEnum):
-    """Process exit codes of ``tracker``."""
-
-    OK = 0
-    FAILED = 1  # a stage failed while running
-    USAGE = 2  # bad command-line arguments
-    CONFIG = 3  # bad config file or value
-    SOURCE = 4  # missing/unreadable input, not a video, no video stream, stream error
-    NO_CAMERA = 5  # webcam not found
-    OUTPUT = 6  # output cannot be written (checked before processing)
-    MODEL = 7  # detector or landmark engine cannot be loaded
-    DAMAGED_INPUT = 8  # input truncated/corrupt: what could be decoded was processed and written
-    INTERRUPTED = 130  # Ctrl-C (outputs are still finalised)
-    TERMINATED = 143  # SIGTERM (outputs are still finalised)
-
-
-class CliError(Exception):
-    """A known failure: printed as one line, exits with ``code``."""
-
-    def __init__(self, message: str, code: ExitCode) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
+if TYPE_CHECKING:
+    from tracker.api import Tracker, TrackerOptions
+from tracker.outputs.paths import check_writable  # noqa: F401 (used by the commands)
 
 # name -> "module:function" of commands defined outside this file (imported lazily)
 COMMANDS: dict[str, str] = {
@@ -132,11 +108,11 @@ def known_errors(debug: bool) -> Iterator[None]:
     """Turn exceptions into one-line errors and exit codes (tracebacks only with --debug)."""
     try:
         yield
-    except CliError as exc:
+    except (CliError, TrackerError) as exc:
         if debug:
             raise
-        _error_line(exc.message)
-        raise typer.Exit(int(exc.code)) from None
+        _error_line(str(exc))
+        raise typer.Exit(int(exit_code(exc))) from None
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -151,34 +127,6 @@ def known_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(int(ExitCode.FAILED)) from None
 
 
-def check_writable(path: str, what: str) -> None:
-    """Fail before any processing when ``path`` cannot be created or overwritten.
-
-    Probes by creating (and removing) a temporary file beside ``path``: permission bits alone
-    say nothing for root or for read-only and virtual file systems.
-    """
-    if path == "-":
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise CliError(f"{what} {path} is a directory", ExitCode.OUTPUT)
-    parent = p.parent
-    if not parent.exists():
-        raise CliError(f"{what} directory does not exist: {parent}", ExitCode.OUTPUT)
-    if not parent.is_dir():
-        raise CliError(f"{what} directory is not a directory: {parent}", ExitCode.OUTPUT)
-    if p.exists() and not os.access(p, os.W_OK):
-        raise CliError(f"{what} is not writable: {p}", ExitCode.OUTPUT)
-    try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".tracker-write-test-")
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise CliError(f"{what} directory is not writable: {parent} ({reason})",
-                       ExitCode.OUTPUT) from None
-    os.close(fd)
-    os.unlink(probe)
-
-
 RUN_EPILOG = (
     "Examples:  tracker run clip.mp4 --out annotated.mp4 --jsonl landmarks.jsonl  |  "
     "tracker run --source webcam --show  |  "
@@ -188,6 +136,7 @@ RUN_EPILOG = (
 
 @app.command("run", epilog=RUN_EPILOG)
 def run_command(
+    ctx: typer.Context,
     source_arg: Annotated[
         str | None,
         typer.Argument(
@@ -373,8 +322,9 @@ def run_command(
         from tracker.cli.run import run_tracker
         from tracker.runtime.signals import graceful_signals
 
-        with graceful_signals():  # Ctrl-C/SIGTERM: finalise outputs; a second one exits at once
-            code = run_tracker(config, overrides)
+        factory = (ctx.obj or {}).get("tracker_factory")
+        with graceful_signals() as signals:  # Ctrl-C/SIGTERM: finalise outputs; a second exits
+            code = run_tracker(config, overrides, signals, factory)
     raise typer.Exit(int(code))
 
 
@@ -391,12 +341,19 @@ def _click_error(exc: BaseException) -> tuple[str, int] | None:
     return message, code
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *,
+         tracker_factory: Callable[[TrackerOptions], Tracker] | None = None) -> int:
+    """Console entry point; returns the exit code.
+
+    ``tracker_factory`` builds the :class:`~tracker.api.Tracker` of ``tracker run`` from its
+    options (default ``Tracker(options)``): the seam that lets tests and embedders run the
+    real CLI with other models, e.g. ``lambda o: Tracker(o, detector=d, landmarker=m)``.
+    """
     command = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rv = command.main(args=args, prog_name="tracker", standalone_mode=False)
+        rv = command.main(args=args, prog_name="tracker", standalone_mode=False,
+                          obj={"tracker_factory": tracker_factory})
     except (KeyboardInterrupt, typer.Abort):
         _error_line("interrupted")
         return int(ExitCode.INTERRUPTED)

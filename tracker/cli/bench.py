@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from tracker.cli.app import CliError, ExitCode, known_errors
-from tracker.config.schema import ENGINE_HELP
+from tracker.engines.names import ENGINE_HELP
 
 DEFAULT_BATCHES = (1, 4, 8, 32)
 
@@ -88,28 +88,27 @@ def _crop(lm: Any, image: Any, box: Any) -> Any:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def tracking_cost(cfg: Any, track: Any, smooth: Any) -> tuple[Percentiles, Percentiles, Any, Any]:
-    """Per-frame track + smooth ms over the source, one face, detector gated off.
+def tracking_cost(tracker: Any) -> tuple[Percentiles, Percentiles, Any, Any]:
+    """Per-frame track + smooth ms over the tracker's source, one face, detector gated off.
 
     Returns wall-clock and thread-CPU percentiles, a frame image with a face and that face's
     box (for the model benchmark; the frame centre when no face was found).
     """
-    from tracker.cli import run as runner
+    from tracker.api import assembly
     from tracker.types import Box
 
-    source = runner._open(cfg)
+    cfg = tracker.config
+    source = assembly.open_video(cfg)
     times: list[float] = []
     cpu: list[float] = []
     image = box = last = None
     try:
         for frame in source.items():
-            runs = track.stats.detector_runs
+            runs = tracker.stats.detector_runs if tracker.stats else 0
             t0, c0 = time.perf_counter(), time.thread_time()
-            tracked = track.process(frame)
-            if smooth is not None:
-                tracked = smooth.process(tracked)
+            tracked = tracker.process(frame.image, frame.time)
             dc, dt = time.thread_time() - c0, time.perf_counter() - t0
-            if track.stats.detector_runs == runs and len(tracked.faces) == 1:
+            if tracker.stats.detector_runs == runs and len(tracked.faces) == 1:
                 times.append(dt * 1e3)
                 cpu.append(dc * 1e3)
             if box is None and tracked.faces:
@@ -127,44 +126,31 @@ def tracking_cost(cfg: Any, track: Any, smooth: Any) -> tuple[Percentiles, Perce
 
 def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any]:
     """Everything ``tracker bench`` measures, as one JSON-ready dict."""
-    from tracker.cli import run as runner
-    from tracker.runtime.pipeline import StageError
-    from tracker.temporal.smoothing import create_smooth_stage
-    from tracker.tracking.downscale import downscaled
+    from tracker.api import Tracker, TrackerOptions, assembly
 
-    source = runner._open(cfg)
-    if source.info.is_live and not cfg.run.max_frames:
-        source.close()
+    probe = assembly.open_video(cfg)
+    probe.close()
+    if probe.info.is_live and not cfg.run.max_frames:
         raise CliError("a live source needs --frames N (> 0) to bench", ExitCode.USAGE)
-    try:
-        track = runner._track(cfg)
-        writer = runner._writer(cfg, source.info) if cfg.run.out else None
-    except BaseException:
-        source.close()
-        raise
-    smooth = create_smooth_stage(cfg)
-    big = downscaled(track, source.info.width, source.info.height)
-    pipe = runner.build_pipeline(cfg, source, big, writer=writer, smooth=smooth)
-    try:
-        m = pipe.run()
-    except StageError as exc:
-        raise runner._stage_failure(exc) from None
-    landmarker = track.landmarker
-    gated_cfg = cfg.with_overrides({"track.max_faces": 1, "track.rescan_every": 0})
-    gated = runner._track(gated_cfg)
-    per_frame, per_frame_cpu, image, box = tracking_cost(gated_cfg, gated, create_smooth_stage(cfg))
-    wall, cpu = model_ms_per_face(landmarker, image, box, batches, repeats)
-    tracked = track.stats.frames
+    with Tracker(TrackerOptions(cfg)) as tracker:
+        report = tracker.run(outputs=[cfg.run.out] if cfg.run.out else [])
+        landmarker = tracker.landmarker
+        gated_cfg = cfg.with_overrides({"track.max_faces": 1, "track.rescan_every": 0})
+        with Tracker(TrackerOptions(gated_cfg)) as gated:
+            per_frame, per_frame_cpu, image, box = tracking_cost(gated)
+        wall, cpu = model_ms_per_face(landmarker, image, box, batches, repeats)
+    m, stats, info = report.metrics, report.stats, report.info
+    tracked = stats.frames
     return {
         "source": cfg.run.source,
-        "size": [source.info.width, source.info.height],
+        "size": [info.width, info.height],
         "engine": landmarker.engine.name,
         "precision": getattr(landmarker.engine, "precision", None),
         "frames": tracked,
         "seconds": round(m.seconds, 4),
         "fps": round(tracked / m.seconds, 2) if m.seconds else 0.0,
         "dropped": sum(c.dropped for c in m.channels),
-        "detector_calls": track.stats.detector_runs,
+        "detector_calls": stats.detector_runs,
         "stages": {s.name: {"count": s.count, "p50_ms": round(s.p50_ms, 4),
                             "p99_ms": round(s.p99_ms, 4), "mean_ms": round(s.mean_ms, 4)}
                    for s in m.stages},
@@ -176,7 +162,7 @@ def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any
                                   "mean": round(per_frame.mean, 4), "frames": per_frame.count,
                                   "cpu_p50": round(per_frame_cpu.p50, 4),
                                   "cpu_p99": round(per_frame_cpu.p99, 4),
-                                  "smoothing": smooth is not None},
+                                  "smoothing": cfg.smooth.filter != "none"},
     }
 
 
@@ -241,14 +227,12 @@ def bench_command(
 ) -> None:
     """Benchmark the pipeline: fps, per-stage p50/p99, queues, drops, model ms/face."""
     with known_errors(debug):
-        from tracker.cli import run as runner
+        from tracker.config.schema import load_config
 
         sizes = _batches(batches)
-        cfg = runner._load(config, {
+        cfg = load_config(config).with_overrides({
             "run.source": source, "run.max_frames": frames, "run.out": out, "run.preset": preset,
             "model.engine": engine, "model.weights": weights,
         })
-        if out:
-            runner._check_outputs(cfg)
         report = run_bench(cfg, sizes, repeats)
         typer.echo(json.dumps(report) if as_json else format_report(report))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tracker.cli.app import CliError, ExitCode, known_errors
-from tracker.config.schema import ENGINE_HELP
+from tracker.engines.names import ENGINE_HELP
 
 TRAIN_DIR = "../shared/data/faces68/train"
 VAL_DIR = "../shared/data/faces68/val"

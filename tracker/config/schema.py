@@ -23,6 +23,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from tracker.outputs.encode import X264_PRESETS
 from tracker.runtime.pipeline import POLICIES
 
 if typing.TYPE_CHECKING:
@@ -31,13 +32,6 @@ if typing.TYPE_CHECKING:
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 
 
-X264_PRESETS = (
-    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-)
-# landmark engines (tracker.engines.base builds them; "onnx" is an alias of "onnxruntime")
-ENGINES = ("auto", "openvino", "openvino-fp32", "onnxruntime", "onnx", "torch", "tensorrt", "cuda")
-_NAMED = [e for e in ENGINES if e != "onnx"]
-ENGINE_HELP = f"{', '.join(_NAMED[:-1])} or {_NAMED[-1]} (default auto)."
 
 
 @dataclass(frozen=True, slots=True)

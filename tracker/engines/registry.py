@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from tracker.config.schema import ENGINES
 from tracker.engines.base import (
     CUDA_HINT,
     DEFAULT_MAX_BATCH,
@@ -21,6 +20,7 @@ from tracker.engines.base import (
     tensorrt_available,
 )
 from tracker.engines.cpu import OnnxRuntimeEngine, TorchEngine, cached_onnx
+from tracker.engines.names import ENGINES
 
 
 def _has_dkm(model: nn.Module) -> bool:

@@ -77,12 +77,20 @@ def save_checkpoint(path: str | Path, model: nn.Module, net: NetConfig, dkm: DKM
 def resolve_weights(path: str | Path | None) -> Path:
     """A weights file: ``None``/"" = the default; a bare name (no folder, no suffix) that is
     not a file here = one shipped with tracker (``rcn_lite_fast`` -> ``weights/rcn_lite_fast.pt``)."""
-    if not path:
+    if not path or path == "default":
         return DEFAULT_WEIGHTS
     p = Path(path)
     if not p.exists() and p.name == str(path) and not p.suffix:
         return WEIGHTS_DIR / f"{path}.pt"
     return p
+
+
+def list_models() -> list[str]:
+    """Names of the shipped landmark models (``default`` is the first)."""
+    shipped = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+    default = DEFAULT_WEIGHTS.stem
+    return ["default", *([default] if default in shipped else []),
+            *(n for n in shipped if n != default)]
 
 
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:

@@ -22,9 +22,12 @@ import av
 import cv2
 import numpy as np
 
-from tracker.config.schema import X264_PRESETS
 from tracker.errors import EncodeError, PreviewUnavailable  # noqa: F401 (re-exported)
 from tracker.outputs.render import draw_hud
+
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+)
 
 log = logging.getLogger(__name__)
 

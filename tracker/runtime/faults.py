@@ -12,12 +12,14 @@ fires after the stage's own close, so the stage still finalises its file.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tracker.errors import UsageError
 from tracker.runtime.pipeline import Pipeline, Stage
 
 ENV = "TRACKER_FAULTS"
@@ -152,3 +154,11 @@ def inject(pipe: Pipeline, faults: Sequence[Fault] | str | None) -> list[FaultyS
 
     pipe.wrap(wrap)
     return wrapped
+
+
+def inject_from_env(pipe: Pipeline) -> list[FaultyStage]:
+    """:func:`inject` the faults named by the ``TRACKER_FAULTS`` environment variable."""
+    try:
+        return inject(pipe, os.environ.get(ENV))
+    except ValueError as exc:
+        raise UsageError(f"{ENV}: {exc}") from None

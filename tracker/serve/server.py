@@ -27,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -45,16 +45,12 @@ from tracker.serve.access import (
     host_of,
     is_loopback,
     origin_allowed,
-    parse_address,
     request_token,
     token_ok,
 )
 from tracker.serve.assets import DEMO_DIR, load_demo, preview_jpeg
 from tracker.serve.protocol import ProtocolError, SourceMeta, Subscription
 from tracker.types import TrackedFrame
-
-if TYPE_CHECKING:
-    from tracker.config.schema import StreamConfig
 
 log = logging.getLogger("tracker.serve.server")
 
@@ -500,26 +496,6 @@ class StreamSink(Stage):
 
     def close(self) -> None:
         self.server.close("end of stream")
-
-
-def stream_options(cfg: StreamConfig) -> StreamOptions:
-    """Server options from the ``[stream]`` config; --serve-demo alone serves on the default."""
-    try:
-        host, port = parse_address(cfg.ws or f"{DEFAULT_HOST}:{DEFAULT_PORT}")
-    except ValueError as exc:
-        raise StreamError(str(exc)) from None
-    origins = tuple(o.strip() for o in cfg.origins.split(",") if o.strip())
-    return StreamOptions(host=host, port=port, token=cfg.token or None, origins=origins,
-                         preview=cfg.preview, preview_fps=cfg.preview_fps,
-                         preview_width=cfg.preview_width, serve_demo=cfg.serve_demo,
-                         stall_timeout_s=cfg.stall_timeout_s)
-
-
-def open_stream(cfg: StreamConfig, width: int, height: int, fps: float) -> StreamSink:
-    """A started server (raises :class:`StreamError`) wrapped in its pipeline sink."""
-    server = StreamServer(stream_options(cfg), SourceMeta(width, height, fps))
-    server.start()
-    return StreamSink(server)
 
 
 def describe(server: StreamServer) -> str:

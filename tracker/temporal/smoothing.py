@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numba as nb
 import numpy as np
@@ -27,9 +26,6 @@ import numpy as np
 from tracker.geometry import box_from_points
 from tracker.runtime.pipeline import Stage
 from tracker.types import Landmarks, TrackedFrame
-
-if TYPE_CHECKING:
-    from tracker.config.schema import Config
 
 FILTERS = ("one_euro", "none")
 
@@ -167,10 +163,3 @@ def warmup() -> None:
     x = np.zeros((2, 2))
     one_euro_step(x, 1.0 / 30, 1.0, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty((2, 2)))
 
-
-def create_smooth_stage(cfg: Config) -> SmoothStage | None:
-    """The configured smoothing stage, or None for ``smooth.filter = "none"``."""
-    s = cfg.smooth
-    if s.filter == "none":
-        return None
-    return SmoothStage(OneEuroParams(s.min_cutoff, s.beta, s.d_cutoff))

@@ -45,7 +45,6 @@ from tracker.runtime.pipeline import Stage
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
 
 if TYPE_CHECKING:
-    from tracker.config.schema import Config
     from tracker.temporal.denoiser import TemporalDenoiser
 
 CUT_THUMB = (32, 18)
@@ -374,30 +373,3 @@ class TrackStage(Stage):
         self._next_id += 1
         return fid
 
-
-def create_track_stage(cfg: Config) -> TrackStage:
-    """A track stage with the configured detector, landmark engine and denoiser (loads models)."""
-    from tracker.detect.detectors import create_detector
-    from tracker.landmarker import load_landmarker
-
-    detector = create_detector(cfg.detector.name)
-    t = cfg.track
-    landmarker = load_landmarker(cfg.model.weights, cfg.model.engine, max_faces=t.max_faces)
-    denoiser = None
-    if t.temporal:
-        from tracker.temporal.denoiser import TEMPORAL_WEIGHTS, load_temporal
-
-        if t.temporal_weights or TEMPORAL_WEIGHTS.is_file():
-            denoiser = load_temporal(t.temporal_weights)
-    return TrackStage(
-        detector,
-        landmarker,
-        max_faces=t.max_faces,
-        rescan_every=t.rescan_every,
-        presence_threshold=t.presence_threshold,
-        iou_threshold=t.iou_threshold,
-        min_score=cfg.detector.min_score,
-        roi_scale=t.roi_scale,
-        discard_after=t.discard_after,
-        denoiser=denoiser,
-    )

@@ -1,0 +1,246 @@
+"""The one assembly of a run: stages from the configuration, and the graph that links them.
+
+Graph (channels named in brackets; sinks appear only when asked for)::
+
+    decode -[frames]-> track -[smooth]-> smooth -+-[render]-> render -+-[video]---> video
+                                                 |                    +-[preview]-> preview
+                                                 +-[jsonl]--> jsonl
+                                                 +-[ws]-----> websocket
+
+(``smooth`` is left out with ``smooth.filter = "none"``.) Files use the ``block`` policy
+(nothing lost); live sources ``drop_oldest`` (latency bounded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tracker.config.schema import Config, StreamConfig
+from tracker.errors import (
+    CameraNotFound,
+    EncodeError,
+    ModelError,
+    OutputError,
+    PipelineError,
+    PreviewUnavailable,
+    SourceError,
+    StreamError,
+    TrackerError,
+    UsageError,
+)
+from tracker.io.source import SourceInfo, VideoSource, open_source
+from tracker.runtime.pipeline import Pipeline, Stage, StageError
+from tracker.temporal.smoothing import OneEuroParams, SmoothStage
+from tracker.tracking.face_tracker import Detector, Landmarker, TrackStage
+
+PREVIEW_QUEUE = 2
+QUEUE_BYTES = 256 << 20  # frames one queue may hold, in bytes of RGB image (4K: 10 frames)
+
+
+def queue_capacity(capacity: int, info: SourceInfo) -> int:
+    """``capacity`` capped so one queue of full frames stays within :data:`QUEUE_BYTES`."""
+    frame_bytes = max(1, info.width * info.height * 3)
+    return max(2, min(capacity, QUEUE_BYTES // frame_bytes))
+
+
+def load_detector(cfg: Config) -> Detector:
+    """The configured face detector (raises :class:`ModelError`)."""
+    from tracker.detect.detectors import create_detector
+
+    try:
+        return create_detector(cfg.detector.name)
+    except (ImportError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"cannot load the face models: {exc}") from None
+
+
+def load_landmarker(cfg: Config) -> Landmarker:
+    """The configured landmark model on its engine, warmed up (raises :class:`ModelError`)."""
+    from tracker.landmarker import load_landmarker as load
+
+    try:
+        return load(cfg.model.weights, cfg.model.engine, max_faces=cfg.track.max_faces)
+    except TrackerError as exc:
+        raise ModelError(f"cannot load the face models: {exc}") from None
+    except (ImportError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"cannot load the face models: {exc}") from None
+
+
+def load_denoiser(cfg: Config) -> Any:
+    """The temporal denoiser when enabled and its weights exist, else None."""
+    if not cfg.track.temporal:
+        return None
+    from tracker.temporal.denoiser import TEMPORAL_WEIGHTS, load_temporal
+
+    if not (cfg.track.temporal_weights or TEMPORAL_WEIGHTS.is_file()):
+        return None
+    try:
+        return load_temporal(cfg.track.temporal_weights)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load the temporal model: {exc}") from None
+
+
+def track_stage(cfg: Config, detector: Detector, landmarker: Landmarker,
+                denoiser: Any = None) -> TrackStage:
+    """A track stage with the configured gating and ids around the given models."""
+    t = cfg.track
+    return TrackStage(
+        detector, landmarker, max_faces=t.max_faces, rescan_every=t.rescan_every,
+        presence_threshold=t.presence_threshold, iou_threshold=t.iou_threshold,
+        min_score=cfg.detector.min_score, roi_scale=t.roi_scale,
+        discard_after=t.discard_after, denoiser=denoiser,
+    )
+
+
+def smooth_stage(cfg: Config) -> SmoothStage | None:
+    """The configured smoothing stage, or None for ``smooth.filter = "none"``."""
+    s = cfg.smooth
+    if s.filter == "none":
+        return None
+    return SmoothStage(OneEuroParams(s.min_cutoff, s.beta, s.d_cutoff))
+
+
+def check_outputs(cfg: Config, outputs: dict[str, str | None]) -> None:
+    """Outputs that can be written and do not collide (before anything is opened)."""
+    from tracker.outputs.paths import check_writable
+
+    named = {flag: path for flag, path in outputs.items() if path}
+    for flag, path in named.items():
+        check_writable(path, flag)
+    out, jsonl = named.get("--out"), named.get("--jsonl")
+    if out and jsonl and jsonl != "-" and Path(out).resolve() == Path(jsonl).resolve():
+        raise UsageError("--out and --jsonl name the same file")
+    src = Path(cfg.run.source or "")
+    for flag, path in named.items():
+        if path != "-" and src.is_file() and Path(path).resolve() == src.resolve():
+            raise UsageError(f"{flag} would overwrite the input {cfg.run.source}")
+
+
+def open_video(cfg: Config) -> VideoSource:
+    """The configured source, opened (raises :class:`SourceError`)."""
+    return open_source(cfg.run.source or "", cfg.source_options())
+
+
+def video_writer(cfg: Config, path: str, info: SourceInfo) -> Any:
+    """An H.264 writer for ``path`` sized and timed like the source, with its audio."""
+    from tracker.outputs.encode import VideoWriter
+
+    try:
+        return VideoWriter(path, info.width, info.height, info.fps or 30.0,
+                           audio_source=info.path if info.has_audio else None,
+                           time_base=info.time_base, preset=cfg.run.preset, crf=cfg.run.crf)
+    except (EncodeError, OSError, ValueError) as exc:
+        raise OutputError(f"cannot write {path}: {exc}") from None
+
+
+def jsonl_sink(path: str) -> Stage:
+    """The JSON-lines sink for ``path`` ('-' = stdout)."""
+    from tracker.outputs.sinks import JsonlSink
+
+    try:
+        return JsonlSink(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def stream_sink(cfg: StreamConfig, info: SourceInfo) -> Any:
+    """A started websocket server in its sink, or None when no websocket is asked for."""
+    from tracker.serve.access import DEFAULT_HOST, DEFAULT_PORT, parse_address
+    from tracker.serve.protocol import SourceMeta
+    from tracker.serve.server import StreamOptions, StreamServer, StreamSink
+
+    if not (cfg.ws or cfg.serve_demo):
+        if cfg.preview or cfg.origins:
+            raise UsageError("--ws-preview and --ws-origin need --ws [HOST:]PORT")
+        return None
+    try:
+        host, port = parse_address(cfg.ws or f"{DEFAULT_HOST}:{DEFAULT_PORT}")
+    except ValueError as exc:
+        raise StreamError(str(exc)) from None
+    origins = tuple(o.strip() for o in cfg.origins.split(",") if o.strip())
+    options = StreamOptions(host=host, port=port, token=cfg.token or None, origins=origins,
+                            preview=cfg.preview, preview_fps=cfg.preview_fps,
+                            preview_width=cfg.preview_width, serve_demo=cfg.serve_demo,
+                            stall_timeout_s=cfg.stall_timeout_s)
+    server = StreamServer(options, SourceMeta(info.width, info.height, info.fps))
+    server.start()
+    return StreamSink(server)
+
+
+def stage_failure(exc: StageError) -> TrackerError:
+    """The library error for the first failure of a running stage."""
+    err = exc.error
+    if isinstance(err, CameraNotFound):
+        return CameraNotFound(str(err))
+    if isinstance(err, SourceError) or (isinstance(err, OSError) and exc.stage == "decode"):
+        return SourceError(f"{exc.stage}: {err}")
+    if isinstance(err, (PreviewUnavailable, EncodeError, OutputError, OSError)):
+        return OutputError(f"{exc.stage}: {err}")
+    failed = PipelineError(str(exc), exc.stage)
+    failed.__cause__ = err
+    return failed
+
+
+def build_pipeline(
+    cfg: Config,
+    source: Stage,
+    info: SourceInfo,
+    track: Stage,
+    *,
+    writer: Any = None,
+    jsonl: Stage | None = None,
+    preview_factory: Callable[[], Any] | None = None,
+    annotate: Callable[..., Any] | None = None,
+    smooth: Stage | None = None,
+    ws: Stage | None = None,
+    extra: Stage | None = None,
+) -> Pipeline:
+    """Wire source -> track [-> smooth] -> sinks with the configured queue sizes and policy
+    (``extra``: one more sink, e.g. the collector behind :meth:`Tracker.track`)."""
+    from tracker.outputs.sinks import PreviewSink, RenderStage, VideoSink
+
+    pc = cfg.pipeline
+    policy = info.policy if pc.policy == "auto" else pc.policy
+    queue_size = queue_capacity(pc.queue_size, info)
+    sink_queue_size = queue_capacity(pc.sink_queue_size, info)
+    p = Pipeline()
+    frames = p.channel("frames", queue_size, policy)
+    p.add(source, outputs=[frames])
+    sinks: list[tuple[str, Stage, int, str]] = []
+    if jsonl is not None:
+        sinks.append(("jsonl", jsonl, sink_queue_size, policy))
+    if ws is not None:
+        sinks.append(("ws", ws, sink_queue_size, policy))
+    if extra is not None:
+        sinks.append((extra.name, extra, sink_queue_size, policy))
+    render_in = None
+    track_outputs = []
+    if writer is not None or preview_factory is not None:
+        if annotate is None:
+            from tracker.outputs.render import annotate
+        render_in = p.channel("render", sink_queue_size, policy)
+        track_outputs.append(render_in)
+    sink_inputs = [(stage, p.channel(name, size, pol)) for name, stage, size, pol in sinks]
+    track_outputs += [c for _, c in sink_inputs]
+    if smooth is not None:
+        smoothed = p.channel("smooth", queue_size, policy)
+        p.add(track, input=frames, outputs=[smoothed])
+        p.add(smooth, input=smoothed, outputs=track_outputs)
+    else:
+        p.add(track, input=frames, outputs=track_outputs)
+    if render_in is not None:
+        video_in = preview_in = None
+        if writer is not None:
+            video_in = p.channel("video", sink_queue_size, policy)
+        if preview_factory is not None:
+            preview_in = p.channel("preview", PREVIEW_QUEUE, "drop_oldest")
+        render_outputs = [c for c in (video_in, preview_in) if c is not None]
+        p.add(RenderStage(annotate), input=render_in, outputs=render_outputs)
+        if video_in is not None:
+            p.add(VideoSink(writer), input=video_in)
+        if preview_in is not None:
+            p.add(PreviewSink(preview_factory), input=preview_in)
+    for stage, channel in sink_inputs:
+        p.add(stage, input=channel)
+    return p
