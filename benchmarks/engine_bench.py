@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from tracker.engines.cpu import onnx_bytes
+from tracker.face68 import OUTER_EYE_CORNERS
 from tracker.models.checkpoint import load_checkpoint
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces68"
@@ -53,7 +54,8 @@ def crops(folder: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
 
 def nme(points: np.ndarray, truth: np.ndarray) -> float:
     """Mean error normalised by the outer-eye-corner distance, in %."""
-    d = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=1)
+    a, b = OUTER_EYE_CORNERS
+    d = np.linalg.norm(truth[:, a] - truth[:, b], axis=1)
     return float((np.linalg.norm(points - truth, axis=-1).mean(1) / d).mean() * 100)
 
 

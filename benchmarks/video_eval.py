@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tracker.face68 import OUTER_EYE_CORNERS  # noqa: E402
 from tracker.temporal.smoothing import OneEuroParams, Smoother  # noqa: E402
 from tracker.tracking.face_tracker import TrackStage  # noqa: E402
 from tracker.training.synthvideo import SEGMENTS, ClipMaker, ClipTruth, load_truth, save_truth, write_clip  # noqa: E402
@@ -131,7 +132,8 @@ def _lag(pred: np.ndarray, gt: np.ndarray) -> float | None:
 def score(pred: np.ndarray, truth: ClipTruth, detected: np.ndarray) -> dict[str, list[float]]:
     """Per-clip measurements (lists, pooled over clips by the caller)."""
     gt = truth.points.astype(np.float64)
-    iod = np.linalg.norm(gt[:, 36] - gt[:, 45], axis=1)
+    a, b = OUTER_EYE_CORNERS
+    iod = np.linalg.norm(gt[:, a] - gt[:, b], axis=1)
     err = np.linalg.norm(pred - gt, axis=2) / iod[:, None]  # (F, 68), NaN when untracked
     tracked = np.isfinite(err).all(1)
     full = truth.visible >= 1.0

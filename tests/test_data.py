@@ -1,4 +1,4 @@
-"""300-W .pts files, the flip permutation, crops and augmentation."""
+"""300-W .pts files, crops and augmentation (the flip permutation itself: test_face68)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tracker.face68 import FLIP_PERM
+from tracker.face68 import LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 from tracker.geometry import box_from_points
 from tracker.io.pts import find_samples, read_pts, write_pts
 from tracker.models.preprocess import Preprocess
@@ -43,18 +43,11 @@ def test_find_samples_recurses_like_300w(tmp_path) -> None:
     assert len(find_samples(tmp_path)) == 3
 
 
-def test_flip_is_an_involution_swapping_eyes() -> None:
-    assert np.array_equal(FLIP_PERM[FLIP_PERM], np.arange(68))
-    assert FLIP_PERM[36] == 45 and FLIP_PERM[45] == 36  # outer eye corners
-    assert set(FLIP_PERM[36:42]) == set(range(42, 48))  # left eye -> right eye
-    assert FLIP_PERM[8] == 8 and FLIP_PERM[30] == 30 and FLIP_PERM[57] == 57  # midline
-
-
 def _synthetic_face(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 255, size=(200, 180, 3), dtype=np.uint8)
     pts = rng.uniform(50, 150, size=(68, 2)).astype(np.float32)
-    pts[36], pts[45] = (60, 80), (120, 80)
+    pts[RIGHT_EYE_OUTER], pts[LEFT_EYE_OUTER] = (60, 80), (120, 80)  # image left, image right
     return image, pts
 
 
@@ -68,15 +61,16 @@ def test_crop_without_augmentation_centres_the_box() -> None:
     assert abs(max(box.width, box.height) - 64 / 1.25) < 1e-3
 
 
-def test_flipped_crop_keeps_left_eye_on_the_left() -> None:
+def test_flipped_crop_keeps_the_image_left_eye_on_the_left() -> None:
     image, pts = _synthetic_face(1)
     aug = Augment(scale=0, rotate_deg=0, shift=0, box_jitter=0, flip=True, photometric=False,
                   occlude_p=0)
     seen = set()
     for seed in range(20):
         _, out = face_crop(image, pts, 64, np.random.default_rng(seed), aug)
-        assert out[36, 0] < out[45, 0]  # image-left eye corner stays on the left after a flip
-        seen.add(round(float(out[36, 0]), 3))
+        # the subject's right eye (image left) stays on the left after a flip
+        assert out[RIGHT_EYE_OUTER, 0] < out[LEFT_EYE_OUTER, 0]
+        seen.add(round(float(out[RIGHT_EYE_OUTER, 0]), 3))
     assert len(seen) == 2  # both flipped and unflipped crops occurred
 
 

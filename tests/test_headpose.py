@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
+from tracker.face68 import EYES, LEFT_EYE_OUTER, RIGHT_EYE_OUTER
 from tracker.outputs.headpose import (
     FACE_MODEL_68,
+    MODEL_ORIGIN,
     RIGID_POINTS,
     angles_from_rotation,
     camera_matrix,
@@ -54,16 +56,19 @@ def test_angles_round_trip(angles: tuple[float, float, float]) -> None:
 def test_angle_signs_mean_what_the_docs_say(angles: tuple[float, float, float],
                                             check: object) -> None:
     pts = view(*angles, t=(0.0, 0.0, 600.0))
-    eyes = (pts[36] + pts[45]) / 2
-    tilt = pts[45][1] - pts[36][1]  # image-right eye lower than image-left: clockwise
-    assert check(pts[30], eyes, tilt)  # type: ignore[operator]
+    right, left = pts[RIGHT_EYE_OUTER], pts[LEFT_EYE_OUTER]  # image left, image right
+    tilt = left[1] - right[1]  # image-right eye lower than image-left: clockwise
+    assert check(pts[MODEL_ORIGIN], (right + left) / 2, tilt)  # type: ignore[operator]
 
 
 def test_model_is_symmetric_and_frontal() -> None:
     pts = view(0.0, 0.0, 0.0, t=(0.0, 0.0, 600.0))
-    assert abs(pts[30][0] - 320) < 1e-6  # nose tip (origin) on the optical axis
-    assert abs(pts[36][1] - pts[45][1]) < 1e-6
-    assert np.linalg.norm(FACE_MODEL_68[36] - FACE_MODEL_68[45]) == pytest.approx(92.0, abs=0.2)
+    assert not FACE_MODEL_68[MODEL_ORIGIN].any()  # the nose tip is the origin...
+    assert abs(pts[MODEL_ORIGIN][0] - 320) < 1e-6  # ...on the optical axis
+    right, left = FACE_MODEL_68[RIGHT_EYE_OUTER], FACE_MODEL_68[LEFT_EYE_OUTER]
+    assert right[0] < 0 < left[0]  # the subject's right eye is on the image's left
+    assert abs(pts[RIGHT_EYE_OUTER][1] - pts[LEFT_EYE_OUTER][1]) < 1e-6
+    assert np.linalg.norm(right - left) == pytest.approx(92.0, abs=0.2)
 
 
 @pytest.mark.parametrize("angles", POSES)
@@ -92,8 +97,8 @@ def test_low_confidence_and_missing_points_are_left_out() -> None:
     pts = view(20.0, 5.0, -5.0)
     conf = np.ones(68, np.float32)
     bad = pts.copy()
-    bad[36:48] += 40.0  # eyes way off...
-    conf[36:48] = 0.0  # ...but flagged as unreliable
+    bad[EYES] += 40.0  # eyes way off...
+    conf[EYES] = 0.0  # ...but flagged as unreliable
     bad[17] = np.nan
     pose = estimate_pose(bad, 640, 480, conf)
     assert pose is not None

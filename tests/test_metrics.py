@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 from tracker.evaluation import metrics
+from tracker.face68 import OUTER_EYE_CORNERS
 
 
 def face(iod: float = 100.0) -> np.ndarray:
     """68 ground-truth points whose outer eye corners (36, 45) are ``iod`` apart."""
     pts = np.random.default_rng(0).uniform(0, 200, (68, 2))
-    pts[36] = [50.0, 80.0]
-    pts[45] = [50.0 + iod, 80.0]
+    a, b = OUTER_EYE_CORNERS
+    pts[a] = [50.0, 80.0]
+    pts[b] = [50.0 + iod, 80.0]
     return pts
 
 

@@ -1,12 +1,12 @@
-"""annotate/draw_hud put pixels where they should and nowhere else; CONNECTIONS is the 68 mesh."""
+"""annotate/draw_hud put pixels where they should and nowhere else; the mesh is face68's."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from tracker.face68 import CONNECTIONS
 from tracker.outputs.render import (
-    CONNECTIONS,
     REGION_COLORS,
     annotate,
     confidence_colors,
@@ -135,16 +135,6 @@ def test_hud_writes_in_its_corner_only(corner: str) -> None:
     other = image[:40, -20:] if corner == "top-left" else image[:40, :20]
     assert (panel > 230).any() and (panel < 200).any()  # white text on a darkened panel
     assert (other == 200).all() and (image[80:] == 200).all()
-
-
-def test_connections_cover_the_68_point_mesh() -> None:
-    assert len(CONNECTIONS) == 63
-    assert len(set(CONNECTIONS)) == 63
-    assert {i for pair in CONNECTIONS for i in pair} == set(range(68))
-    assert all(0 <= i < 68 and 0 <= j < 68 and i != j for i, j in CONNECTIONS)
-    for loop_start, loop_end in [(36, 41), (42, 47), (48, 59), (60, 67)]:
-        assert (loop_end, loop_start) in CONNECTIONS  # eyes and lips are closed
-    assert (16, 17) not in CONNECTIONS  # jaw does not join the brow
 
 
 @pytest.mark.parametrize(

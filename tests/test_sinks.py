@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracker.outputs.sinks import JsonlSink, PreviewSink, RenderStage, VideoSink, frame_record
+from tracker.outputs.record import face_record, frame_record
+from tracker.outputs.sinks import JsonlSink, PreviewSink, RenderStage, VideoSink
 from tracker.runtime.pipeline import StopRequested
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
 
@@ -43,6 +44,17 @@ def test_non_finite_values_become_null() -> None:
     f = rec["faces"][0]
     assert f["points"][3][0] is None and f["confidence"][5] is None
     json.dumps(rec, allow_nan=False)  # valid strict JSON
+
+
+def test_websocket_faces_are_the_jsonl_record_plus_pose() -> None:
+    from tracker.serve import protocol
+
+    f = face(2, shift=-0.004)  # point 0's x rounds to -0.0, which both keep
+    rec = face_record(f)
+    sent = protocol.face_dict(f, None)
+    assert {k: sent[k] for k in rec} == rec and set(sent) - set(rec) == {"pose"}
+    assert json.dumps(rec["points"][0]) == "[-0.0, 5.5]"
+    assert protocol.dumps(protocol.frame_message(0, 0.0, 0.0, 4, 4, [sent])).count("[-0.0,5.5]") == 1
 
 
 def test_jsonl_file_has_one_complete_line_per_frame(tmp_path: Path) -> None:

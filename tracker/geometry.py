@@ -11,11 +11,10 @@ import math
 import cv2
 import numpy as np
 
+from tracker.face68 import LEFT_EYE, RIGHT_EYE
 from tracker.types import Box
 
 MARGIN = 1.25
-LEFT_EYE = slice(36, 42)
-RIGHT_EYE = slice(42, 48)
 
 
 def box_from_points(points: np.ndarray) -> Box:
@@ -70,10 +69,11 @@ def warp_crop(image: np.ndarray, m: np.ndarray, out_size: int) -> np.ndarray:
 
 
 def eye_angle(points: np.ndarray) -> float:
-    """Angle (radians) of the line from the left-eye to the right-eye centre (68-point order)."""
-    le = points[LEFT_EYE].mean(axis=0)
-    re = points[RIGHT_EYE].mean(axis=0)
-    return math.atan2(float(re[1] - le[1]), float(re[0] - le[0]))
+    """Angle (radians) of the eye line of 68 points: from the subject's right-eye centre (on the
+    image's left for an upright face) to the left-eye centre; 0 for a level, upright face."""
+    right = points[RIGHT_EYE].mean(axis=0)
+    left = points[LEFT_EYE].mean(axis=0)
+    return math.atan2(float(left[1] - right[1]), float(left[0] - right[0]))
 
 
 def rotated_roi(points: np.ndarray, scale: float) -> tuple[tuple[float, float], float, float]:

@@ -1,19 +1,20 @@
 """Landmark accuracy: NME, failure rate, CED curve and its AUC (300-W conventions).
 
 NME is normalised by the outer-eye-corner ("inter-ocular") distance of the ground truth:
-0-based points 36 and 45 of the iBUG 68-point order. A failure is an image with
-NME strictly greater than the threshold (an NME of exactly 0.10 is not a failure). The CED
-at error e is the fraction of images with NME <= e; its AUC up to the threshold is the exact
-integral of that step function divided by the threshold, so it lies in [0, 1].
+0-based points 36 and 45 of the iBUG 68-point order (``tracker.face68.OUTER_EYE_CORNERS``).
+A failure is an image with NME strictly greater than the threshold (an NME of exactly 0.10 is
+not a failure). The CED at error e is the fraction of images with NME <= e; its AUC up to the
+threshold is the exact integral of that step function divided by the threshold, so it lies in
+[0, 1].
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from tracker.face68 import OUTER_EYE_CORNERS
+
 __all__ = [
-    "LEFT_EYE_OUTER",
-    "RIGHT_EYE_OUTER",
     "auc",
     "ced_curve",
     "failure_rate",
@@ -22,15 +23,12 @@ __all__ = [
     "summarize",
 ]
 
-LEFT_EYE_OUTER = 36
-RIGHT_EYE_OUTER = 45
-
 
 def _as_batch(points: np.ndarray, name: str) -> np.ndarray:
     p = np.asarray(points, dtype=np.float64)
     if p.ndim == 2:
         p = p[None]
-    if p.ndim != 3 or p.shape[2] != 2 or p.shape[1] <= RIGHT_EYE_OUTER:
+    if p.ndim != 3 or p.shape[2] != 2 or p.shape[1] <= max(OUTER_EYE_CORNERS):
         raise ValueError(f"{name}: expected points of shape (N, 68, 2) or (68, 2), got {p.shape}")
     return p
 
@@ -38,7 +36,8 @@ def _as_batch(points: np.ndarray, name: str) -> np.ndarray:
 def inter_ocular(gt: np.ndarray) -> np.ndarray:
     """Outer-eye-corner distance per image, shape (N,), for ground truth (N, 68, 2)."""
     g = _as_batch(gt, "gt")
-    return np.linalg.norm(g[:, LEFT_EYE_OUTER] - g[:, RIGHT_EYE_OUTER], axis=1)
+    a, b = OUTER_EYE_CORNERS
+    return np.linalg.norm(g[:, a] - g[:, b], axis=1)
 
 
 def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from tracker.evaluation.metrics import nme, summarize
+from tracker.face68 import EYES, MOUTH, N_POINTS
 from tracker.geometry import box_from_points
 from tracker.io.pts import Sample, load_folder
 from tracker.landmarker import Landmarker
 from tracker.types import Box
 
-OCCLUDERS = {"eyes": slice(36, 48), "mouth": slice(48, 68)}
+OCCLUDERS: dict[str, range] = {"eyes": EYES, "mouth": MOUTH}
+"""Regions :func:`occlude` can cover, by name (the ``--occlude`` choices)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def _match(boxes: list[Box], truth: Box) -> Box | None:
 def evaluate(samples: list[Sample], landmarker: Landmarker, detector: object | None = None,
              occluder: str | None = None) -> EvalResult:
     """Predict every sample; the face box is the tight landmark box unless ``detector`` is given."""
-    preds = np.zeros((len(samples), 68, 2), np.float32)
+    preds = np.zeros((len(samples), N_POINTS, 2), np.float32)
     gts = np.stack([s.points for s in samples])
     errs = np.zeros(len(samples))
     times = []

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tracker.face68 import N_POINTS
+
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -19,7 +21,7 @@ class NetConfig:
     widths: tuple[int, ...] = (16, 32, 48, 64, 64)
     enc_convs: int = 2
     dec_kernel: int = 3
-    n_points: int = 68
+    n_points: int = N_POINTS
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class DKMConfig:
     width: int = 64
     dilations: tuple[int, ...] = (1, 2, 4, 8, 1)
     sigma: float = 1.0
-    n_points: int = 68
+    n_points: int = N_POINTS
     weight: float = 1.0  # scale of the DKM logits when summed with RCN's
 
 

@@ -24,6 +24,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from tracker.face68 import (
+    BROWS,
+    EYES,
+    LEFT_MOUTH_CORNER,
+    N_POINTS,
+    NOSE,
+    NOSE_TIP,
+    RIGHT_MOUTH_CORNER,
+    UPPER_LIP_TOP,
+)
+
 # fmt: off
 FACE_MODEL_68: np.ndarray = np.array([
     # jaw 0-16 (right ear end -> chin -> left ear end, as seen in the image)
@@ -57,7 +68,12 @@ FACE_MODEL_68: np.ndarray = np.array([
 # fmt: on
 """Generic 3D face, 68 iBUG points, millimetres; see the module docstring for the frame."""
 
-RIGID_POINTS: tuple[int, ...] = (*range(17, 48), 48, 51, 54)
+MODEL_ORIGIN: int = NOSE_TIP
+"""The point at the origin of :data:`FACE_MODEL_68` (the nose tip)."""
+
+RIGID_POINTS: tuple[int, ...] = (
+    *BROWS, *NOSE, *EYES, RIGHT_MOUTH_CORNER, UPPER_LIP_TOP, LEFT_MOUTH_CORNER
+)
 """Points used for the pose: brows, nose, eyes and the upper mouth. The jaw line is a
 silhouette that slides over the face as it turns, and the lower lip moves with the jaw."""
 
@@ -145,13 +161,13 @@ def estimate_pose(
     solution, refined with Levenberg-Marquardt.
     """
     pts = np.asarray(points, np.float64)
-    if pts.shape != (68, 2):
+    if pts.shape != (N_POINTS, 2):
         return None
     idx = np.asarray(RIGID_POINTS)
     ok = np.isfinite(pts[idx]).all(axis=1)
     if confidence is not None:
         conf = np.asarray(confidence, np.float64)
-        if conf.shape == (68,):
+        if conf.shape == (N_POINTS,):
             ok &= np.nan_to_num(conf[idx], nan=0.0) >= min_confidence
     idx = idx[ok]
     if idx.size < MIN_POINTS:

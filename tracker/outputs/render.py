@@ -12,34 +12,13 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from tracker.face68 import CLOSED_REGIONS, N_POINTS, REGIONS
 from tracker.types import Landmarks, TrackedFrame
 
-# The 68-point iBUG layout as open or closed polylines of 0-based indices.
-_GROUPS: dict[str, tuple[range, bool]] = {
-    "jaw": (range(0, 17), False),
-    "right_brow": (range(17, 22), False),
-    "left_brow": (range(22, 27), False),
-    "nose_bridge": (range(27, 31), False),
-    "nose_lower": (range(31, 36), False),
-    "right_eye": (range(36, 42), True),
-    "left_eye": (range(42, 48), True),
-    "outer_lip": (range(48, 60), True),
-    "inner_lip": (range(60, 68), True),
-}
-
-
-def _pairs(indices: range, closed: bool) -> list[tuple[int, int]]:
-    idx = list(indices)
-    pairs = list(zip(idx[:-1], idx[1:], strict=True))
-    if closed:
-        pairs.append((idx[-1], idx[0]))
-    return pairs
-
-
-CONNECTIONS: list[tuple[int, int]] = [
-    pair for indices, closed in _GROUPS.values() for pair in _pairs(indices, closed)
-]
-"""Edges of the 68-point face mesh as 0-based ``(i, j)`` pairs (63 edges)."""
+# The mesh as open or closed polylines, one per region (the edges are face68.CONNECTIONS).
+_POLYLINES: tuple[tuple[list[int], bool], ...] = tuple(
+    (list(indices), name in CLOSED_REGIONS) for name, indices in REGIONS.items()
+)
 
 _REGION_RGB: dict[str, tuple[int, int, int]] = {
     "jaw": (255, 200, 0),
@@ -53,9 +32,9 @@ _REGION_RGB: dict[str, tuple[int, int, int]] = {
     "inner_lip": (255, 70, 160),
 }
 
-REGION_COLORS: np.ndarray = np.zeros((68, 3), np.uint8)
+REGION_COLORS: np.ndarray = np.zeros((N_POINTS, 3), np.uint8)
 """One RGB colour per landmark, by face region."""
-for _name, (_indices, _) in _GROUPS.items():
+for _name, _indices in REGIONS.items():
     REGION_COLORS[list(_indices)] = _REGION_RGB[_name]
 
 _FACE_PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -105,16 +84,16 @@ def draw_landmarks(
     points = np.asarray(face.points, np.float32)
     finite = np.isfinite(points).all(axis=1)
     fixed = _fixed(np.where(finite[:, None], points, 0.0))
-    if mesh and len(points) == 68:
+    if mesh and len(points) == N_POINTS:
         for want_closed in (False, True):
             lines = [
-                fixed[list(indices)]
-                for indices, closed in _GROUPS.values()
-                if closed == want_closed and finite[list(indices)].all()
+                fixed[indices]
+                for indices, closed in _POLYLINES
+                if closed == want_closed and finite[indices].all()
             ]
             if lines:
                 cv2.polylines(image, lines, want_closed, _MESH_RGB, 1, cv2.LINE_AA, _SHIFT)
-    if color_by == "region" and len(points) == 68:
+    if color_by == "region" and len(points) == N_POINTS:
         colors = REGION_COLORS
     else:
         colors = confidence_colors(face.confidence)

@@ -7,7 +7,6 @@ processing starts) and finalised in :meth:`close`, which the pipeline always cal
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -15,46 +14,14 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from tracker.outputs.record import frame_record
 from tracker.runtime.pipeline import Stage, StopRequested
-from tracker.types import Frame, Landmarks, TrackedFrame
-
-
-def _clean(values: Any, decimals: int) -> Any:
-    """Rounded (nested) lists with non-finite numbers as None (JSON has no NaN)."""
-    arr = np.round(np.asarray(values, dtype=np.float64), decimals)
-    out = arr.tolist()
-    return out if np.isfinite(arr).all() else _none_if_nan(out)
-
-
-def _none_if_nan(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_none_if_nan(x) for x in v]
-    return v if math.isfinite(v) else None
-
-
-def face_record(face: Landmarks) -> dict[str, Any]:
-    """The JSON object of one face."""
-    presence = float(face.presence)
-    return {
-        "id": int(face.face_id),
-        "box": _clean(face.box.as_list(), 2),
-        "points": _clean(face.points, 2),
-        "confidence": _clean(face.confidence, 3),
-        "presence": round(presence, 4) if math.isfinite(presence) else None,
-    }
-
-
-def frame_record(tracked: TrackedFrame) -> dict[str, Any]:
-    """The JSON object of one frame: ``{"frame", "time", "faces": [...]}``."""
-    return {
-        "frame": int(tracked.frame.index),
-        "time": round(float(tracked.frame.time), 6),
-        "faces": [face_record(f) for f in tracked.faces],
-    }
+from tracker.types import Frame, TrackedFrame
 
 
 class JsonlSink(Stage):
-    """Writes one JSON line per tracked frame, flushed, always ending on a complete line."""
+    """Writes one JSON line per tracked frame (:func:`~tracker.outputs.record.frame_record`),
+    flushed, always ending on a complete line."""
 
     name = "jsonl"
 

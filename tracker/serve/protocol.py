@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from tracker import __version__
-from tracker.outputs.headpose import FACE_MODEL_68, HeadPose, camera_matrix
-from tracker.outputs.render import CONNECTIONS
+from tracker.face68 import CONNECTIONS, REGIONS
+from tracker.outputs import record
+from tracker.outputs.headpose import FACE_MODEL_68, MODEL_ORIGIN, HeadPose, camera_matrix
 from tracker.types import Landmarks
 
 PROTOCOL_VERSION = 1
@@ -26,15 +27,12 @@ PROTOCOL_VERSION = 1
 FACE_FIELDS: tuple[str, ...] = ("presence", "box", "points", "confidence", "pose")
 """Per-face fields a client may subscribe to (``id`` is always sent)."""
 
-_REGIONS: tuple[tuple[str, int], ...] = (
-    ("jaw", 17), ("right_brow", 5), ("left_brow", 5), ("nose_bridge", 4), ("nose_lower", 5),
-    ("right_eye", 6), ("left_eye", 6), ("outer_lip", 12), ("inner_lip", 8),
-)
 LANDMARK_NAMES: tuple[str, ...] = tuple(
-    f"{region}_{k}" for region, count in _REGIONS for k in range(count)
+    f"{region}_{k}" for region, indices in REGIONS.items() for k in range(len(indices))
 )
-"""Names of the 68 iBUG points in order, e.g. ``jaw_8`` (chin), ``nose_bridge_3`` (nose tip).
-``right``/``left`` are the subject's: the right eye appears on the image's left."""
+"""Names of the 68 iBUG points in order, e.g. ``jaw_8`` (chin), ``nose_bridge_3`` (nose tip):
+``tracker.face68.REGIONS`` names, whose ``right``/``left`` are the subject's (the right eye
+appears on the image's left)."""
 
 _PREVIEW_HEADER = struct.Struct(">I")
 
@@ -136,7 +134,7 @@ def hello_message(
         "camera": camera_dict(source.width, source.height),
         "pose_model": {
             "units": "mm",
-            "origin_point": 30,
+            "origin_point": MODEL_ORIGIN,
             "points": np.round(FACE_MODEL_68, 1).tolist(),
         },
         "preview": preview,
@@ -144,50 +142,21 @@ def hello_message(
     }
 
 
-def _finite(value: float) -> float:
-    """A timestamp rounded to microseconds; 0.0 when it is not a finite number."""
-    v = float(value)
-    return round(v, 6) if math.isfinite(v) else 0.0
-
-
-def _none_for_nan(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_none_for_nan(v) for v in value]
-    return value if math.isfinite(value) else None
-
-
-def _round_list(values: Any, decimals: int) -> list[Any]:
-    """Rounded nested lists; non-finite numbers become None (JSON has no NaN)."""
-    arr = np.round(np.asarray(values, np.float64), decimals) + 0.0  # + 0.0: no "-0.0"
-    out = arr.tolist()
-    return out if np.isfinite(arr).all() else _none_for_nan(out)
+def _time(value: float) -> float:
+    """A timestamp rounded like the JSONL's; 0.0 when it is not finite (the schema wants a number)."""
+    t = record.number(value, record.TIME_DECIMALS)
+    return 0.0 if t is None else t
 
 
 def pose_dict(pose: HeadPose | None) -> dict[str, Any] | None:
     """The ``pose`` object of a face (None when the pose could not be solved)."""
-    if pose is None:
-        return None
-    return {
-        "yaw": round(pose.yaw, 2) + 0.0,
-        "pitch": round(pose.pitch, 2) + 0.0,
-        "roll": round(pose.roll, 2) + 0.0,
-        "rvec": _round_list(pose.rvec, 5),
-        "tvec": _round_list(pose.tvec, 2),
-        "error": round(pose.error, 2),
-    }
+    return record.pose_record(pose)
 
 
 def face_dict(face: Landmarks, pose: HeadPose | None) -> dict[str, Any]:
-    """Every field of one face (a subscription then picks from it)."""
-    presence = float(face.presence)
-    return {
-        "id": int(face.face_id),
-        "presence": round(presence, 4) if math.isfinite(presence) else None,
-        "box": _round_list(face.box.as_list(), 2),
-        "points": _round_list(face.points, 2),
-        "confidence": _round_list(face.confidence, 3),
-        "pose": pose_dict(pose),
-    }
+    """Every field of one face (a subscription then picks from it): the JSONL face record
+    (:func:`tracker.outputs.record.face_record`) plus ``pose``."""
+    return {**record.face_record(face), "pose": pose_dict(pose)}
 
 
 def frame_message(
@@ -207,8 +176,8 @@ def frame_message(
     return {
         "type": "frame",
         "frame": int(index),
-        "time": _finite(time),
-        "wall_time": _finite(wall_time),
+        "time": _time(time),
+        "wall_time": _time(wall_time),
         "width": int(width),
         "height": int(height),
         "faces": [

@@ -22,11 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tracker.face68 import OUTER_EYE_CORNERS
 from tracker.geometry import box_from_points, crop_affine, rotated_roi, transform_points, warp_crop
 from tracker.io.pts import Sample
 from tracker.training.data import photometric
 
-LEFT_OUTER, RIGHT_OUTER = 36, 45
 DATA_VERSION = 2  # bump when the synthesis changes (names the cached crops)
 MOTIONS = {  # shift (face sizes/frame), rotation (deg/frame), log-zoom and shear per frame
     "still": (0.004, 0.3, 0.003, 0.002),
@@ -251,7 +251,8 @@ def to_clips(arrays: dict[str, np.ndarray], cur: np.ndarray, conf: np.ndarray,
         return ((x - half) / size).astype(np.float32)
 
     gt = norm(arrays["gt"])
-    iod = np.linalg.norm(gt[..., LEFT_OUTER, :] - gt[..., RIGHT_OUTER, :], axis=-1)
+    a, b = OUTER_EYE_CORNERS
+    iod = np.linalg.norm(gt[..., a, :] - gt[..., b, :], axis=-1)
     return Clips(norm(cur), conf.astype(np.float32), gt, norm(arrays["prev1"]),
                  norm(arrays["prev2"]), normalise_affine(arrays["step"], size),
                  arrays["occluded"].astype(bool), iod.astype(np.float32))
