@@ -56,11 +56,14 @@ class Landmarker:
         return lm
 
     def warmup(self, max_faces: int = 1) -> None:
-        """Run 1..``max_faces`` faces through every step (loads compiled kernels, allocates
-        engine memory, compiles OpenVINO's per-batch-size graphs before the first frame)."""
+        """Run every batch size that up to ``max_faces`` faces can use through every step
+        (loads compiled kernels, allocates engine memory, compiles OpenVINO's per-batch-size
+        graphs before the first frame): 1..8, then powers of two up to 64."""
+        from tracker.engines.openvino import warm_sizes
+
         image = np.zeros((self.size * 2, self.size * 2, 3), np.uint8)
         box = Box(0.5 * self.size, 0.5 * self.size, 1.5 * self.size, 1.5 * self.size)
-        for n in range(1, max(1, max_faces) + 1):
+        for n in warm_sizes(max_faces):
             self.predict(image, [box] * n)
 
     def _reserve(self, n: int, force: bool = False) -> None:
