@@ -8,6 +8,7 @@ token, when set, is compared in constant time.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -36,9 +36,18 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` names this machine only (localhost, 127.0.0.0/8, ::1)."""
-    h = host.strip("[]").lower()
-    return h in _LOOPBACK_NAMES or h.startswith("127.")
+    """Whether ``host`` names this machine only: the name ``localhost``, or an IP literal in
+    127.0.0.0/8 or ::1 (IPv4-mapped too). Any other name is not loopback, however it starts:
+    ``127.0.0.1.evil.example`` is somebody else's DNS name."""
+    h = host.strip().strip("[]").lower().removesuffix(".")
+    if h == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(h.split("%", 1)[0])  # drop an IPv6 zone id
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
 
 
 def host_of(netloc: str) -> str:
