@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tracker.face68 import OUTER_EYE_CORNERS  # noqa: E402
 from tracker.temporal.smoothing import OneEuroParams, Smoother  # noqa: E402
-from tracker.tracking.face_tracker import TrackStage  # noqa: E402
+from tracker.tracking.face_tracker import TrackConfig, TrackStage  # noqa: E402
 from tracker.training.synthvideo import SEGMENTS, ClipMaker, ClipTruth, load_truth, save_truth, write_clip  # noqa: E402
 from tracker.types import Frame, TrackedFrame  # noqa: E402
 
@@ -209,7 +209,8 @@ def make_stage(weights: str | None, denoiser: object, max_faces: int = 1, **kw: 
     from tracker.landmarker import load_landmarker
 
     return TrackStage(create_detector("default"), load_landmarker(weights, "auto"),
-                      max_faces=max_faces, denoiser=denoiser, **kw)  # type: ignore[arg-type]
+                      TrackConfig(max_faces=max_faces, **kw),  # type: ignore[arg-type]
+                      denoiser=denoiser)  # type: ignore[arg-type]
 
 
 def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
@@ -338,9 +339,9 @@ def main() -> None:
     ap.add_argument("--min-cutoff", type=float, default=OneEuroParams().min_cutoff)
     ap.add_argument("--beta", type=float, default=OneEuroParams().beta)
     ap.add_argument("--d-cutoff", type=float, default=OneEuroParams().d_cutoff)
-    ap.add_argument("--roi-scale", type=float, default=1.25)
-    ap.add_argument("--motion", type=float, default=0.0)
-    ap.add_argument("--roi-hold", type=float, default=0.03)
+    ap.add_argument("--roi-scale", type=float, default=TrackConfig().roi_scale)
+    ap.add_argument("--motion", type=float, default=TrackConfig().motion)
+    ap.add_argument("--roi-hold", type=float, default=TrackConfig().roi_hold)
     ap.add_argument("--grid", action="store_true", help="also sweep the One Euro settings")
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--no-hamilton", action="store_true")

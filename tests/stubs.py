@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tracker.api import Tracker, TrackerOptions  # noqa: E402
 from tracker.geometry import box_from_points  # noqa: E402
 from tracker.landmarker import FacePrediction as Pred  # noqa: E402
-from tracker.tracking.face_tracker import TrackStage  # noqa: E402
+from tracker.tracking.face_tracker import TrackConfig, TrackStage  # noqa: E402
 from tracker.types import Box  # noqa: E402
 
 
@@ -52,8 +52,8 @@ class StubLandmarker:
 
 
 def stub_track(cfg: Any) -> TrackStage:
-    return TrackStage(StubDetector(), StubLandmarker(), max_faces=cfg.track.max_faces,
-                      rescan_every=cfg.track.rescan_every)
+    options = TrackConfig(max_faces=cfg.track.max_faces, rescan_every=cfg.track.rescan_every)
+    return TrackStage(StubDetector(), StubLandmarker(), options)
 
 
 def stub_tracker(options: TrackerOptions) -> Tracker:

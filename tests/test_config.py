@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tracker.config.schema import CONFIG_DIR, Config, ConfigError, load_config, resolve_config_path
+from tracker.api.assembly import open_video
+from tracker.config.schema import (
+    CONFIG_DIR,
+    Config,
+    ConfigError,
+    SourceConfig,
+    load_config,
+    resolve_config_path,
+)
+from tracker.io.source import SourceOptions
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -19,6 +34,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_default_toml_mirrors_the_built_in_defaults() -> None:
     assert load_config(CONFIG_DIR / "default.toml") == Config() == load_config(None)
+
+
+def test_default_toml_lists_every_key() -> None:
+    data = tomllib.loads((CONFIG_DIR / "default.toml").read_text(encoding="utf-8"))
+    sections = typing.get_type_hints(Config)
+    want = {name: [f.name for f in dataclasses.fields(cls)] for name, cls in sections.items()}
+    assert {section: list(table) for section, table in data.items()} == want
 
 
 @pytest.mark.parametrize(
@@ -67,6 +89,7 @@ def test_values_are_read_and_typed(tmp_path: Path, text: str, key: str, value: A
         ("[track]\nmax_faces = true\n", r"'track\.max_faces' must be int, got bool"),
         ("[track]\nmax_faces = 0\n", r"'track\.max_faces' must be >= 1"),
         ("[track]\nrescan_every = -1\n", r"'track\.rescan_every' must be >= 0"),
+        ("[track]\nroi_hold = -0.1\n", r"'track\.roi_hold' must be >= 0"),
         ('[pipeline]\npolicy = "newest"\n', r"'pipeline\.policy' must be one of"),
         ("[pipeline]\nqueue_size = 0\n", r"'pipeline\.queue_size' must be >= 1"),
         ("[track]\npresence_threshold = 1.5\n", r"presence_threshold' must be in \[0, 1\]"),
@@ -134,7 +157,12 @@ def test_configs_are_frozen() -> None:
         cfg.track.max_faces = 3  # type: ignore[misc]
 
 
-def test_source_options_follow_the_config() -> None:
+def test_source_section_is_the_source_options() -> None:
+    assert SourceConfig is SourceOptions
     cfg = Config().with_overrides({"source.open_timeout_s": 1.5, "run.max_frames": 7})
-    opts = cfg.source_options()
-    assert (opts.open_timeout_s, opts.max_frames) == (1.5, 7)
+    video = open_video(cfg.with_overrides({"run.source": "lavfi:testsrc2=size=32x32:rate=30"}))
+    try:
+        assert video.options is cfg.source and video.options.open_timeout_s == 1.5
+        assert video.max_frames == 7 and video.info.frame_count == 7
+    finally:
+        video.close()

@@ -18,12 +18,15 @@ from tracker.engines.base import CUDA_HINT, TENSORRT_HINT, EngineError, weights_
 from tracker.engines.cache import (
     EngineCacheError,
     EngineSpec,
+    cache_root,
     engine_name,
+    engine_path,
     load_or_build,
     read_sidecar,
     sidecar_path,
     stale_reason,
 )
+from tracker.engines.cpu import cached_onnx
 from tracker.engines.gpu import TensorRTEngine, torch_decode
 from tracker.engines.openvino import bf16_supported
 from tracker.engines.registry import create_engine, resolve_engine
@@ -269,7 +272,7 @@ class FakeCompiler:
     def check(self, engine: bytes) -> dict[str, object]:
         return {"point_err_px_p99": 0.01, "passed": self.passed}
 
-    def __call__(self, folder: Path, spec: EngineSpec = SPEC, config: dict = CONFIG,
+    def __call__(self, folder: Path | None, spec: EngineSpec = SPEC, config: dict = CONFIG,
                  force: bool = False) -> tuple[bytes, Path, bool]:
         return load_or_build(folder, spec, config, self.build, self.load, self.check, force=force)
 
@@ -374,6 +377,31 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path, problem: str) -> Non
     with pytest.raises(EngineCacheError):
         load_or_build(tmp_path, SPEC, CONFIG, build, fake.load, fake.check)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_compiled_artefact_lands_under_tracker_cache(
+    model: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRACKER_CACHE", str(tmp_path))
+    _, onnx = cached_onnx(model, SMALL.size, 1, "key")
+    assert onnx == tmp_path / "onnx" / "key.onnx" and onnx.is_file()
+    assert engine_path(SPEC) == tmp_path / "tensorrt" / (engine_name(SPEC) + ".ep")
+    _, path, built = FakeCompiler()(None)  # no folder given: the cache's
+    assert built and path == engine_path(SPEC) and path.is_file()
+    assert engine_path(SPEC, tmp_path / "elsewhere").parent == tmp_path / "elsewhere"
+
+
+def test_cache_root_defaults_to_the_user_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TRACKER_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "tracker"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")  # not absolute: ignored (XDG spec)
+    assert cache_root() == tmp_path / "home" / ".cache" / "tracker"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_root() == tmp_path / "home" / ".cache" / "tracker"
 
 
 def test_weights_checksum_follows_the_weights(model: torch.nn.Module) -> None:

@@ -84,7 +84,7 @@ def test_audio_is_reported_for_pass_through(tmp_path: Path) -> None:
     ],
 )
 def test_lavfi_sources(graph: str, max_frames: int, n: int, size: tuple[int, int]) -> None:
-    src = open_source(f"lavfi:{graph}", SourceOptions(max_frames=max_frames))
+    src = open_source(f"lavfi:{graph}", max_frames=max_frames)
     frames = list(src.frames())
     src.close()
     assert src.info.kind == "lavfi" and not src.info.is_live and src.info.path is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from tracker.geometry import (
 )
 from tracker.landmarker import FacePrediction as Pred
 from tracker.temporal.denoiser import TemporalConfig, TemporalDenoiser
-from tracker.tracking.face_tracker import Roi, TrackStage, associate, iou
+from tracker.tracking.face_tracker import Roi, TrackConfig, TrackStage, associate, iou
 from tracker.types import Box, Frame
 
 # 68 points on a 17 x 4 grid: the eye points (36-47) lie on one row, so the eye line is level
@@ -76,8 +77,10 @@ def blank(i: int, level: int = 0) -> Frame:
     return Frame(i, i / 30, np.full((120, 160, 3), level, np.uint8))
 
 
-def stage(world: World, **kw: object) -> TrackStage:
-    return TrackStage(world, world, **kw)  # type: ignore[arg-type]
+def stage(world: World, **kw: Any) -> TrackStage:
+    """A track stage on ``world``: ``min_score`` and ``denoiser`` as given, the rest options."""
+    extra = {k: kw.pop(k) for k in ("min_score", "denoiser") if k in kw}
+    return TrackStage(world, world, TrackConfig(**kw), **extra)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

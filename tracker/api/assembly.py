@@ -13,6 +13,7 @@ Graph (channels named in brackets; sinks appear only when asked for)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,9 @@ from tracker.errors import (
     TrackerError,
     UsageError,
 )
-from tracker.io.source import SourceInfo, VideoSource, open_source
+from tracker.io.source import SourceInfo, VideoSource, open_source, source_kind
 from tracker.runtime.pipeline import Pipeline, Stage, StageError
-from tracker.temporal.smoothing import OneEuroParams, SmoothStage
+from tracker.temporal.smoothing import SmoothStage
 from tracker.tracking.face_tracker import Detector, Landmarker, TrackStage
 
 PREVIEW_QUEUE = 2
@@ -84,21 +85,15 @@ def load_denoiser(cfg: Config) -> Any:
 def track_stage(cfg: Config, detector: Detector, landmarker: Landmarker,
                 denoiser: Any = None) -> TrackStage:
     """A track stage with the configured gating and ids around the given models."""
-    t = cfg.track
-    return TrackStage(
-        detector, landmarker, max_faces=t.max_faces, rescan_every=t.rescan_every,
-        presence_threshold=t.presence_threshold, iou_threshold=t.iou_threshold,
-        min_score=cfg.detector.min_score, roi_scale=t.roi_scale,
-        discard_after=t.discard_after, denoiser=denoiser,
-    )
+    return TrackStage(detector, landmarker, cfg.track, min_score=cfg.detector.min_score,
+                      denoiser=denoiser)
 
 
 def smooth_stage(cfg: Config) -> SmoothStage | None:
     """The configured smoothing stage, or None for ``smooth.filter = "none"``."""
-    s = cfg.smooth
-    if s.filter == "none":
+    if cfg.smooth.filter == "none":
         return None
-    return SmoothStage(OneEuroParams(s.min_cutoff, s.beta, s.d_cutoff))
+    return SmoothStage(cfg.smooth.params())
 
 
 def check_outputs(cfg: Config, outputs: dict[str, str | None]) -> None:
@@ -113,13 +108,42 @@ def check_outputs(cfg: Config, outputs: dict[str, str | None]) -> None:
         raise UsageError("--out and --jsonl name the same file")
     src = Path(cfg.run.source or "")
     for flag, path in named.items():
-        if path != "-" and src.is_file() and Path(path).resolve() == src.resolve():
+        if path != "-" and src.is_file() and _same_file(Path(path), src):
             raise UsageError(f"{flag} would overwrite the input {cfg.run.source}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, or the same file under two names (a hard or symbolic link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_live(spec: str) -> bool:
+    """True for webcams, network streams and lavfi graphs (they run in real time)."""
+    return source_kind(spec) != "file"
+
+
+def preview_factory(cfg: Config) -> Callable[[], Any]:
+    """A factory of the preview window, checked here (raises before any output is opened)."""
+    from tracker.outputs.encode import Preview, preview_problem
+
+    problem = preview_problem()
+    if problem is not None:
+        raise PreviewUnavailable(problem)
+
+    def make() -> Any:
+        return Preview(title=f"tracker - {cfg.run.source}")
+
+    return make
 
 
 def open_video(cfg: Config) -> VideoSource:
     """The configured source, opened (raises :class:`SourceError`)."""
-    return open_source(cfg.run.source or "", cfg.source_options())
+    return open_source(cfg.run.source or "", cfg.source, max_frames=cfg.run.max_frames)
 
 
 def video_writer(cfg: Config, path: str, info: SourceInfo) -> Any:
@@ -146,23 +170,17 @@ def jsonl_sink(path: str) -> Stage:
 
 def stream_sink(cfg: StreamConfig, info: SourceInfo) -> Any:
     """A started websocket server in its sink, or None when no websocket is asked for."""
-    from tracker.serve.access import DEFAULT_HOST, DEFAULT_PORT, parse_address
     from tracker.serve.protocol import SourceMeta
-    from tracker.serve.server import StreamOptions, StreamServer, StreamSink
+    from tracker.serve.server import StreamServer, StreamSink
 
-    if not (cfg.ws or cfg.serve_demo):
+    if not cfg.enabled:
         if cfg.preview or cfg.origins:
             raise UsageError("--ws-preview and --ws-origin need --ws [HOST:]PORT")
         return None
     try:
-        host, port = parse_address(cfg.ws or f"{DEFAULT_HOST}:{DEFAULT_PORT}")
+        options = cfg.options()
     except ValueError as exc:
         raise StreamError(str(exc)) from None
-    origins = tuple(o.strip() for o in cfg.origins.split(",") if o.strip())
-    options = StreamOptions(host=host, port=port, token=cfg.token or None, origins=origins,
-                            preview=cfg.preview, preview_fps=cfg.preview_fps,
-                            preview_width=cfg.preview_width, serve_demo=cfg.serve_demo,
-                            stall_timeout_s=cfg.stall_timeout_s)
     server = StreamServer(options, SourceMeta(info.width, info.height, info.fps))
     server.start()
     return StreamSink(server)

@@ -197,12 +197,16 @@ class Tracker:
         cfg = self._with_source(source)
         frames: queue.Queue[Any] = queue.Queue(maxsize=cfg.pipeline.sink_queue_size)
         stop = threading.Event()
-        video = assembly.open_video(cfg)
+        live = assembly.is_live(cfg.run.source or "")
+        video = None if live else assembly.open_video(cfg)
         try:
             track = self._track_stage(cfg)
         except BaseException:
-            video.close()
+            if video is not None:
+                video.close()
             raise
+        if video is None:
+            video = assembly.open_video(cfg)
         pipe = assembly.build_pipeline(cfg, video, video.info, track,
                                        smooth=assembly.smooth_stage(cfg),
                                        extra=_Collect(frames, stop))
@@ -257,24 +261,28 @@ class Tracker:
             raise UsageError("no source: give a video file, or --source webcam|URL|lavfi:GRAPH")
         assembly.check_outputs(cfg, {"--out": r.out, "--jsonl": r.jsonl})
         with ExitStack() as cleanup:
-            video = assembly.open_video(cfg)
-            cleanup.callback(video.close)
+            # a file is opened first (a bad path fails at once); a live source only after the
+            # models load, so no frames are decoded and dropped meanwhile
+            live = assembly.is_live(r.source)
+            video = None if live else assembly.open_video(cfg)
+            if video is not None:
+                cleanup.callback(video.close)
             track = self._track_stage(cfg)
-            writer = jsonl = preview = None
+            if video is None:
+                video = assembly.open_video(cfg)
+                cleanup.callback(video.close)
+            # everything that can still fail comes before any output file is opened (truncated)
+            ws = assembly.stream_sink(cfg.stream, video.info)
+            if ws is not None:
+                cleanup.callback(ws.close)
+            preview = assembly.preview_factory(cfg) if r.show else None
+            writer = jsonl = None
             if r.out:
                 writer = assembly.video_writer(cfg, r.out, video.info)
                 cleanup.callback(writer.close)
             if r.jsonl:
                 jsonl = assembly.jsonl_sink(r.jsonl)
                 cleanup.callback(jsonl.close)
-            ws = assembly.stream_sink(cfg.stream, video.info)
-            if ws is not None:
-                cleanup.callback(ws.close)
-            if r.show:
-                from tracker.outputs.encode import Preview
-
-                def preview() -> Any:
-                    return Preview(title=f"tracker - {r.source}")
 
             from tracker.runtime import faults
             from tracker.tracking.downscale import downscaled

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typer.core import TyperGroup
 
 from tracker import __version__
 from tracker.cli.errors import CliError, ExitCode, exit_code
+from tracker.config.schema import Config
 from tracker.engines.names import ENGINE_HELP
 from tracker.errors import TrackerError
 
@@ -35,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "eval": "tracker.cli.model_commands:eval_command",
     "bench": "tracker.cli.bench:bench_command",
     "build-engine": "tracker.cli.build_engine:build_engine_command",
+    "batch": "tracker.cli.batch:batch_command",
 }
 
 
@@ -127,6 +130,9 @@ def known_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(int(ExitCode.FAILED)) from None
 
 
+_D = Config()  # the defaults quoted in the help texts
+_SERVE = _D.stream.options()  # where the websocket serves by default
+
 RUN_EPILOG = (
     "Examples:  tracker run clip.mp4 --out annotated.mp4 --jsonl landmarks.jsonl  |  "
     "tracker run --source webcam --show  |  "
@@ -174,47 +180,50 @@ def run_command(
     ] = None,
     max_faces: Annotated[
         int | None,
-        typer.Option(min=1, show_default=False, help="Faces tracked at once (default 1)."),
+        typer.Option(min=1, show_default=False,
+                     help=f"Faces tracked at once (default {_D.track.max_faces})."),
     ] = None,
     rescan_every: Annotated[
         int | None,
         typer.Option(min=0, show_default=False,
                      help="Rerun the face detector every N frames; 0 = only when a face is "
-                     "missing (default 30)."),
+                     f"missing (default {_D.track.rescan_every})."),
     ] = None,
     discard_after: Annotated[
         int | None,
         typer.Option(min=0, show_default=False,
                      help="A face lost at most N frames ago that comes back near where it was "
-                     "lost gets its old id; later, or elsewhere, a new one (default 30)."),
+                     f"lost gets its old id; later, or elsewhere, a new one (default "
+                     f"{_D.track.discard_after})."),
     ] = None,
     temporal: Annotated[
         bool | None,
         typer.Option("--temporal/--no-temporal", show_default=False,
                      help="Correct occluded or implausible points with the temporal denoising "
-                     "model (default on)."),
+                     f"model (default {'on' if _D.track.temporal else 'off'})."),
     ] = None,
     smooth: Annotated[
         str | None,
         typer.Option(show_default=False,
-                     help="Landmark smoothing: one_euro or none (default one_euro)."),
+                     help=f"Landmark smoothing: one_euro or none (default {_D.smooth.filter})."),
     ] = None,
     min_cutoff: Annotated[
         float | None,
         typer.Option(min=0.001, show_default=False,
                      help="One Euro cutoff (Hz) of a still face: lower = steadier, more lag "
-                     "(default 0.5)."),
+                     f"(default {_D.smooth.min_cutoff:g})."),
     ] = None,
     beta: Annotated[
         float | None,
         typer.Option(min=0.0, show_default=False,
                      help="One Euro speed coefficient (per face size/s): higher = less lag "
-                     "when moving (default 15)."),
+                     f"when moving (default {_D.smooth.beta:g})."),
     ] = None,
     d_cutoff: Annotated[
         float | None,
         typer.Option(min=0.001, show_default=False,
-                     help="One Euro cutoff (Hz) of the speed estimate (default 3.0)."),
+                     help="One Euro cutoff (Hz) of the speed estimate "
+                     f"(default {_D.smooth.d_cutoff:g})."),
     ] = None,
     engine: Annotated[
         str | None,
@@ -235,7 +244,7 @@ def run_command(
         str | None,
         typer.Option(show_default=False,
                      help="x264 preset of --out: ultrafast (fastest, larger file) ... veryslow; "
-                     "default superfast."),
+                     f"default {_D.run.preset}."),
     ] = None,
     policy: Annotated[
         str | None,
@@ -247,19 +256,20 @@ def run_command(
         float | None,
         typer.Option(min=0.01, show_default=False,
                      help="Seconds to wait for a stream or camera to open or send data "
-                     "(default 10)."),
+                     f"(default {_D.source.open_timeout_s:g})."),
     ] = None,
     reconnect: Annotated[
         bool | None,
         typer.Option("--reconnect/--no-reconnect", show_default=False,
                      help="When a live stream or camera stalls or disconnects: reopen it with "
-                     "backoff, or end the run (default: end)."),
+                     "backoff, or end the run "
+                     f"(default: {'reopen' if _D.source.reconnect else 'end'})."),
     ] = None,
     ws: Annotated[
         str | None,
         typer.Option("--ws", metavar="[HOST:]PORT", show_default=False,
-                     help="Stream landmarks to websocket clients on PORT (host 127.0.0.1 unless "
-                     "given, e.g. 0.0.0.0:8765); see docs/protocol.md."),
+                     help=f"Stream landmarks to websocket clients on PORT (host {_SERVE.host} "
+                     f"unless given, e.g. 0.0.0.0:{_SERVE.port}); see docs/protocol.md."),
     ] = None,
     ws_token: Annotated[
         str | None,
@@ -282,7 +292,7 @@ def run_command(
         bool | None,
         typer.Option("--serve-demo/--no-serve-demo", show_default=False,
                      help="Serve the browser demo at http://HOST:PORT/ (without --ws: "
-                     "127.0.0.1:8765)."),
+                     f"{_SERVE.host}:{_SERVE.port})."),
     ] = None,
     debug: Annotated[
         bool, typer.Option("--debug", help="Show full tracebacks on errors.")
@@ -324,7 +334,14 @@ def run_command(
 
         factory = (ctx.obj or {}).get("tracker_factory")
         with graceful_signals() as signals:  # Ctrl-C/SIGTERM: finalise outputs; a second exits
-            code = run_tracker(config, overrides, signals, factory)
+            try:
+                code = run_tracker(config, overrides, signals, factory)
+            except KeyboardInterrupt:  # before the pipeline ran (e.g. while models load)
+                if debug:
+                    raise
+                term = signals.first == signal.SIGTERM
+                _error_line("terminated" if term else "interrupted")
+                code = ExitCode.TERMINATED if term else ExitCode.INTERRUPTED
     raise typer.Exit(int(code))
 
 

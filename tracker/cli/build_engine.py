@@ -1,4 +1,5 @@
-"""``tracker build-engine``: compile the landmark model with TensorRT and cache it in engines/.
+"""``tracker build-engine``: compile the landmark model with TensorRT and cache it (in
+``$TRACKER_CACHE/tensorrt``, default ``~/.cache/tracker/tensorrt``).
 
 torch and torch-tensorrt are imported only when the command runs.
 """
@@ -20,7 +21,9 @@ def build_engine_command(
         min=1, help="Fixed batch of the engine (fewer faces are padded; `tracker run` uses 8).")] = 8,
     precision: Annotated[str, typer.Option(help="fp16 or fp32.")] = "fp16",
     out: Annotated[str | None, typer.Option(
-        show_default=False, help="Engine folder (default: $TRACKER_ENGINES or engines/).")] = None,
+        show_default=False,
+        help="Engine folder (default: tensorrt/ in the cache: $TRACKER_CACHE, else "
+        "$XDG_CACHE_HOME/tracker or ~/.cache/tracker).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if a valid engine exists.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the sidecar as JSON.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,

@@ -1,5 +1,14 @@
 """Run configuration: frozen dataclasses loaded from TOML, with single-field overrides.
 
+Each section is the options dataclass of the module that uses it, defined there with its
+defaults: ``[track]`` :class:`~tracker.tracking.face_tracker.TrackConfig`, ``[smooth]``
+:class:`~tracker.temporal.smoothing.SmoothConfig`, ``[detector]``
+:class:`~tracker.detect.detectors.DetectorConfig`, ``[pipeline]``
+:class:`~tracker.runtime.pipeline.PipelineConfig`, ``[source]``
+:class:`~tracker.io.source.SourceOptions` and ``[stream]``
+:class:`~tracker.serve.server.StreamConfig`; ``[run]`` and ``[model]`` are defined here.
+:class:`Config` composes them and re-exports their names.
+
 A TOML file only lists what it changes; everything else keeps the dataclass defaults (which
 ``tracker/config/presets/default.toml`` mirrors). Keys are addressed as ``section.field``, e.g.
 ``track.max_faces``. Unknown sections or keys and wrongly typed values raise
@@ -23,15 +32,16 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from tracker.outputs.encode import X264_PRESETS
-from tracker.runtime.pipeline import POLICIES
-
-if typing.TYPE_CHECKING:
-    from tracker.io.source import SourceOptions
+from tracker.detect.detectors import DetectorConfig
+from tracker.io.source import SourceConfig, SourceOptions  # noqa: F401 (re-exported)
+from tracker.outputs.encode import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
+from tracker.runtime.pipeline import POLICIES, PipelineConfig
+from tracker.serve.access import parse_address
+from tracker.serve.server import StreamConfig
+from tracker.temporal.smoothing import FILTERS, SmoothConfig
+from tracker.tracking.face_tracker import TrackConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,32 +53,8 @@ class RunConfig:
     jsonl: str | None = None  # one JSON line of landmarks per frame ("-" = stdout)
     show: bool = False  # preview window
     max_frames: int = 0  # stop after this many frames (0 = until the source ends)
-    preset: str = "superfast"  # x264 preset of the annotated video (tracker.outputs.encode.X264_PRESETS)
-    crf: int = 20  # x264 constant rate factor of the annotated video (0-51, lower = better)
-
-
-@dataclass(frozen=True, slots=True)
-class TrackConfig:
-    """Detector gating and face identity."""
-
-    max_faces: int = 1
-    rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
-    presence_threshold: float = 0.17  # drop faces whose presence is below this (default model)
-    iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
-    roi_scale: float = 1.25  # next frame's crop: this many face sizes, rotated with the eye line
-    discard_after: int = 30  # a face lost this many frames ago or less can get its id back
-    temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
-    temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
-
-
-@dataclass(frozen=True, slots=True)
-class SmoothConfig:
-    """One Euro filtering of the landmarks (speeds in face sizes per second)."""
-
-    filter: str = "one_euro"  # one_euro | none
-    min_cutoff: float = 0.5  # Hz: cutoff of a still face (lower = smoother, more lag)
-    beta: float = 15.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
-    d_cutoff: float = 3.0  # Hz: cutoff of the speed estimate
+    preset: str = DEFAULT_PRESET  # x264 preset of the annotated video (one of X264_PRESETS)
+    crf: int = DEFAULT_CRF  # x264 constant rate factor of the annotated video (0-51, lower = better)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,52 +63,6 @@ class ModelConfig:
 
     engine: str = "auto"  # one of ENGINES
     weights: str | None = None  # None = the embedded default weights
-
-
-@dataclass(frozen=True, slots=True)
-class DetectorConfig:
-    """The face detector."""
-
-    name: str = "default"
-    min_score: float = 0.0  # detections scoring below this are ignored
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineConfig:
-    """Queues between stages."""
-
-    queue_size: int = 8  # decode -> track
-    sink_queue_size: int = 32  # track -> each sink
-    policy: str = "auto"  # auto (files block, live drop_oldest) | block | drop_oldest
-
-
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
-    """How sources are opened."""
-
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
-    webcam_size: str = ""  # e.g. "1280x720"; "" = camera default
-    webcam_fps: float = 0.0  # 0 = camera default
-    rtsp_transport: str = "tcp"
-    reconnect: bool = False  # live sources: reopen after a stall/disconnect (False: end the run)
-    reconnect_attempts: int = 10  # failed attempts in a row before giving up (0 = keep trying)
-    reconnect_backoff_s: float = 0.5  # first wait; doubles after each failed attempt
-    reconnect_backoff_max_s: float = 8.0  # longest wait between attempts
-
-
-@dataclass(frozen=True, slots=True)
-class StreamConfig:
-    """Websocket streaming of landmarks (docs/protocol.md)."""
-
-    ws: str | None = None  # [HOST:]PORT to serve on ("8765" = 127.0.0.1:8765); None = off
-    token: str | None = None  # clients must give it (also env var TRACKER_WS_TOKEN)
-    origins: str = ""  # browser origins allowed, comma-separated; "" = loopback pages; "*" = any
-    preview: bool = False  # also send annotated JPEG previews
-    preview_fps: float = 10.0  # at most this many previews a second
-    preview_width: int = 480  # previews are scaled down to this width
-    serve_demo: bool = False  # serve the browser demo (tracker/serve/demo) at http://HOST:PORT/
-    stall_timeout_s: float = 10.0  # disconnect a client whose send makes no progress this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,26 +75,8 @@ class Config:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     smooth: SmoothConfig = field(default_factory=SmoothConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    source: SourceConfig = field(default_factory=SourceConfig)
+    source: SourceOptions = field(default_factory=SourceOptions)
     stream: StreamConfig = field(default_factory=StreamConfig)
-
-    def source_options(self) -> SourceOptions:
-        """Options for :func:`tracker.io.source.open_source`."""
-        from tracker.io.source import SourceOptions
-
-        s = self.source
-        return SourceOptions(
-            open_timeout_s=s.open_timeout_s,
-            read_timeout_s=s.read_timeout_s,
-            webcam_size=s.webcam_size,
-            webcam_fps=s.webcam_fps,
-            rtsp_transport=s.rtsp_transport,
-            max_frames=self.run.max_frames,
-            reconnect=s.reconnect,
-            reconnect_attempts=s.reconnect_attempts,
-            reconnect_backoff_s=s.reconnect_backoff_s,
-            reconnect_backoff_max_s=s.reconnect_backoff_max_s,
-        )
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """A copy with ``{"section.field": value}`` replaced; None values are skipped."""
@@ -179,8 +101,10 @@ class Config:
             ("track.iou_threshold", 0.0 <= self.track.iou_threshold <= 1.0, "must be in [0, 1]"),
             ("track.roi_scale", 1.0 <= self.track.roi_scale <= 3.0, "must be in [1, 3]"),
             ("track.discard_after", self.track.discard_after >= 0, "must be >= 0"),
-            ("smooth.filter", self.smooth.filter in ("one_euro", "none"),
-             "must be one_euro or none"),
+            ("track.motion", self.track.motion >= 0, "must be >= 0"),
+            ("track.roi_hold", self.track.roi_hold >= 0, "must be >= 0"),
+            ("track.cut_threshold", self.track.cut_threshold >= 0, "must be >= 0"),
+            ("smooth.filter", self.smooth.filter in FILTERS, f"must be {' or '.join(FILTERS)}"),
             ("smooth.min_cutoff", self.smooth.min_cutoff > 0, "must be > 0"),
             ("smooth.beta", self.smooth.beta >= 0, "must be >= 0"),
             ("smooth.d_cutoff", self.smooth.d_cutoff > 0, "must be > 0"),
@@ -214,8 +138,6 @@ class Config:
 def _address_ok(address: str | None) -> bool:
     if address is None:
         return True
-    from tracker.serve.access import parse_address
-
     try:
         parse_address(address)
     except ValueError:

@@ -25,6 +25,14 @@ from tracker.types import Box
 DETECTOR_NAMES = ("default", "blazeface", "haar")
 
 
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Which face detector runs and which of its boxes count (the ``[detector]`` config section)."""
+
+    name: str = "default"  # one of DETECTOR_NAMES
+    min_score: float = 0.0  # detections scoring below this are ignored (by the track stage)
+
+
 class Detector(Protocol):
     """Finds faces in an RGB uint8 image; boxes in frame pixels, best score first."""
 
@@ -278,7 +286,7 @@ class HaarDetector:
         return [self.calibration.apply(*b, s) for b, s in self.detect_raw(image)]
 
 
-def create_detector(name: str = "default") -> Detector:
+def create_detector(name: str = DetectorConfig().name) -> Detector:
     """The named detector: ``default``/``blazeface`` (BlazeFace short-range) or ``haar``."""
     if name in ("default", "blazeface"):
         return BlazeFaceDetector()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -47,12 +45,6 @@ class HostDecode:
 
     def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return heatmap.decode(self.infer(batch))
-
-
-def cache_dir() -> Path:
-    """Where exported engines are cached (``TRACKER_CACHE`` or ~/.cache/tracker)."""
-    root = os.environ.get("TRACKER_CACHE") or Path.home() / ".cache" / "tracker"
-    return Path(root)
 
 
 def cuda_available() -> bool:

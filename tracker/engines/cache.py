@@ -1,4 +1,9 @@
-"""Compiled-engine files: names keyed by what they were built for, JSON sidecars, stale checks.
+"""The cache of compiled artefacts, and compiled-engine files: names keyed by what they were
+built for, JSON sidecars, stale checks.
+
+Everything compiled is cached under one root, :func:`cache_root` (``$TRACKER_CACHE``, else
+``$XDG_CACHE_HOME/tracker``, else ``~/.cache/tracker``), one folder per kind
+(:func:`cache_dir`): ``onnx/`` for ONNX exports, ``tensorrt/`` for TensorRT engines.
 
 An engine file is only valid for one model, input size, batch, precision, TensorRT version and
 GPU. Its name says so (:func:`engine_name`); its sidecar ``<name>.json`` records the same fields
@@ -65,9 +70,27 @@ def engine_name(spec: EngineSpec) -> str:
     ])
 
 
-def engines_dir() -> Path:
-    """Where compiled engines live: ``$TRACKER_ENGINES`` or ``engines/`` in the working dir."""
-    return Path(os.environ.get("TRACKER_ENGINES") or "engines")
+def cache_root() -> Path:
+    """The root of every cached artefact: ``$TRACKER_CACHE``, else the user's cache folder
+    (``$XDG_CACHE_HOME/tracker`` when that is an absolute path, else ``~/.cache/tracker``)."""
+    root = os.environ.get("TRACKER_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "tracker"
+
+
+def cache_dir(kind: str) -> Path:
+    """The cache folder of one kind of artefact, e.g. ``onnx`` or ``tensorrt`` (a backend)."""
+    return cache_root() / _slug(kind)
+
+
+def engine_path(spec: EngineSpec, directory: str | Path | None = None, suffix: str = ".ep") -> Path:
+    """The file of the engine for ``spec``: in ``directory``, by default the cache folder of
+    its backend (``cache_dir(spec.backend)``)."""
+    folder = Path(directory) if directory is not None else cache_dir(spec.backend)
+    return folder / (engine_name(spec) + suffix)
 
 
 def file_sha256(path: Path) -> str:
@@ -126,7 +149,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def load_or_build(
-    directory: Path,
+    directory: str | Path | None,
     spec: EngineSpec,
     model_config: Mapping[str, Any],
     build: Callable[[Path], None],
@@ -137,15 +160,15 @@ def load_or_build(
     force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[T, Path, bool]:
-    """The engine for ``spec`` from ``directory``, built first when missing or stale.
+    """The engine for ``spec`` from ``directory`` (None: :func:`engine_path`'s default), built
+    first when missing or stale.
 
     ``build(path)`` writes a new artifact; ``load(path)`` opens one; ``check(engine)`` returns
     the accuracy record, whose ``passed`` must be true for the engine to be kept. Returns
     ``(engine, path, built)``. A failed build or check leaves no file behind and raises
     :class:`EngineCacheError`.
     """
-    directory = Path(directory)
-    path = directory / (engine_name(spec) + suffix)
+    path = engine_path(spec, directory, suffix)
     reason = "rebuild requested" if force else stale_reason(path, spec, model_config)
     if reason is None:
         try:
@@ -154,7 +177,7 @@ def load_or_build(
             reason = f"cannot load it ({type(exc).__name__}: {exc})"
     if log is not None:
         log(f"building engine {path.name}: {reason}")
-    directory.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.stem + ".partial" + suffix)
     started = time.perf_counter()
     try:

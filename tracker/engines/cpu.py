@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tracker.engines.base import ORT_THREADS, EngineError, HostDecode, cache_dir
+from tracker.engines.base import ORT_THREADS, EngineError, HostDecode
+from tracker.engines.cache import cache_dir
 
 
 class TorchEngine(HostDecode):
@@ -48,8 +49,9 @@ def onnx_bytes(model: nn.Module, size: int, channels: int) -> bytes:
 
 
 def cached_onnx(model: nn.Module, size: int, channels: int, key: str) -> tuple[bytes, Path]:
-    """The model's ONNX export, from the cache when present (written there otherwise)."""
-    path = cache_dir() / f"{key}.onnx"
+    """The model's ONNX export, from the cache (``cache_dir("onnx")``) when present (written
+    there otherwise)."""
+    path = cache_dir("onnx") / f"{key}.onnx"
     if path.exists():
         return path.read_bytes(), path
     data = onnx_bytes(model, size, channels)

@@ -7,9 +7,10 @@ back to the host.
 
 * ``tensorrt``: the model, cast to half with half inputs (how fp16 is chosen on the dynamo path,
   where ``enabled_precisions`` is ignored), compiled by ``torch_tensorrt.compile(ir="dynamo",
-  min_block_size=1)`` for the static input shape and saved as an ExportedProgram under
-  ``engines/`` with a JSON sidecar (:mod:`tracker.engines.cache`); later runs load it, and a
-  stale or mismatched file is rebuilt.
+  min_block_size=1)`` for the static input shape and saved as an ExportedProgram in the
+  cache's ``tensorrt/`` folder (``$TRACKER_CACHE``, default ``~/.cache/tracker``) with a JSON
+  sidecar (:mod:`tracker.engines.cache`); later runs load it, and a stale or mismatched file is
+  rebuilt.
 * ``cuda``: the eager model in half precision and channels_last, model + decode captured as one
   CUDA graph per batch bucket (1, 2, 4, ... up to ``max_batch``).
 
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 
 from tracker.engines.base import TENSORRT_HINT, EngineError, weights_checksum
-from tracker.engines.cache import EngineCacheError, EngineSpec, engines_dir, load_or_build
+from tracker.engines.cache import EngineCacheError, EngineSpec, load_or_build
 from tracker.models import heatmap
 
 PRECISIONS = ("fp16", "fp32")
@@ -287,7 +288,8 @@ def open_tensorrt(model: nn.Module, size: int, channels: int, *, max_batch: int,
                   name: str, config: dict[str, Any], directory: str | Path | None = None,
                   force: bool = False,
                   log: Callable[[str], None] | None = None) -> tuple[TensorRTEngine, Path, bool]:
-    """Load the cached TensorRT engine for this model and GPU, building it when needed.
+    """Load the cached TensorRT engine for this model and GPU, building it when needed, in
+    ``directory`` (default: ``cache_dir("tensorrt")``, see :mod:`tracker.engines.cache`).
 
     Returns ``(engine, path, built)``.
     """
@@ -305,8 +307,7 @@ def open_tensorrt(model: nn.Module, size: int, channels: int, *, max_batch: int,
     def check(engine: TensorRTEngine) -> dict[str, Any]:
         return accuracy_check(engine, model, inputs, source, real)
 
-    folder = Path(directory) if directory is not None else engines_dir()
-    engine, path, built = load_or_build(folder, spec, config, build, load, check, force=force,
+    engine, path, built = load_or_build(directory, spec, config, build, load, check, force=force,
                                         log=log)
     engine.path = path
     return engine, path, built

@@ -52,7 +52,8 @@ def create_engine(model: nn.Module, size: int, channels: int, engine: str = "aut
     """Build the requested backend for a landmark model.
 
     GPU engines use ``max_batch``, ``precision`` ("fp16" or "fp32"), the model ``name`` and
-    ``config`` (recorded with compiled engines) and ``engines_dir`` (default ``engines/``).
+    ``config`` (recorded with compiled engines) and ``engines_dir`` (where compiled engines are
+    kept; default: the cache's ``tensorrt/`` folder, :func:`tracker.engines.cache.cache_dir`).
     """
     wanted = resolve_engine(engine)
     if wanted == "tensorrt" and not tensorrt_available():

@@ -44,18 +44,20 @@ MAX_BAD_PACKETS = 50  # undecodable packets in a row before a source gives up
 
 @dataclass(frozen=True, slots=True)
 class SourceOptions:
-    """How to open sources (see :class:`tracker.config.SourceConfig`)."""
+    """How sources are opened and read (the ``[source]`` config section)."""
 
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 10.0
-    webcam_size: str = ""
-    webcam_fps: float = 0.0
-    rtsp_transport: str = "tcp"
-    max_frames: int = 0
-    reconnect: bool = False  # live sources: reopen after a stall or disconnect (else end the run)
-    reconnect_attempts: int = 10  # failed attempts in a row before giving up (0 = never give up)
-    reconnect_backoff_s: float = 0.5  # wait before the first attempt; doubles after each failure
-    reconnect_backoff_max_s: float = 8.0
+    open_timeout_s: float = 10.0  # network streams and cameras: give up opening after this
+    read_timeout_s: float = 10.0  # a live source silent this long has stalled
+    webcam_size: str = ""  # e.g. "1280x720"; "" = camera default
+    webcam_fps: float = 0.0  # 0 = camera default
+    rtsp_transport: str = "tcp"  # tcp | udp
+    reconnect: bool = False  # live sources: reopen after a stall/disconnect (False: end the run)
+    reconnect_attempts: int = 10  # failed attempts in a row before giving up (0 = keep trying)
+    reconnect_backoff_s: float = 0.5  # first wait; doubles after each failed attempt
+    reconnect_backoff_max_s: float = 8.0  # longest wait between attempts
+
+
+SourceConfig = SourceOptions  # its name in tracker.config
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,8 @@ def webcam_device(index_or_name: str, platform: str = sys.platform) -> tuple[str
     raise CameraNotFound(f"webcams are not supported on {platform}")
 
 
-def _classify(spec: str) -> str:
+def source_kind(spec: str) -> str:
+    """``webcam``, ``lavfi``, ``url`` or ``file``: what kind of source ``spec`` names."""
     if spec == "webcam" or spec.startswith("webcam:"):
         return "webcam"
     if spec.startswith("lavfi:"):
@@ -138,18 +141,17 @@ class VideoSource(Stage):
         self,
         container: av.container.InputContainer,
         info: SourceInfo,
+        options: SourceOptions = SourceOptions(),
+        *,
         max_frames: int = 0,
-        read_timeout_s: float = 10.0,
-        options: SourceOptions | None = None,
         reopen: Callable[[], av.container.InputContainer] | None = None,
     ) -> None:
+        """``max_frames``: stop after this many frames (0 = until the source ends)."""
         self.container = container
         self.stream = container.streams.video[0]
         self.info = info
         self.max_frames = max_frames
-        self.read_timeout_s = read_timeout_s
-        self.options = options or SourceOptions(read_timeout_s=read_timeout_s,
-                                                max_frames=max_frames)
+        self.options = options
         self._reopen = reopen
         self._stop = threading.Event()
         self._closed = False
@@ -215,7 +217,7 @@ class VideoSource(Stage):
                 index += 1
         except av.error.ExitError:
             raise SourceError(
-                f"{self.info.spec}: no data for {self.read_timeout_s:g} s; stream stalled"
+                f"{self.info.spec}: no data for {self.options.read_timeout_s:g} s; stream stalled"
             ) from None
         except (av.FFmpegError, OSError, SourceError) as exc:
             if index == 0:
@@ -261,7 +263,7 @@ class VideoSource(Stage):
                     index, failures, last_t, last_wall = index + 1, 0, t, wall
                 reason = "stream ended"
             except av.error.ExitError:
-                reason = f"no data for {self.read_timeout_s:g} s (stream stalled)"
+                reason = f"no data for {self.options.read_timeout_s:g} s (stream stalled)"
             except (av.FFmpegError, OSError, SourceError) as exc:
                 reason = f"stream error: {exc}"
             if not opts.reconnect or self._reopen is None:
@@ -406,14 +408,15 @@ def _open(spec: str, kind: str, opts: SourceOptions) -> av.container.InputContai
         raise SourceError(f"cannot open {spec}: {exc}") from None
 
 
-def open_source(spec: str, options: SourceOptions | None = None) -> VideoSource:
-    """Open ``spec`` (see module docstring) and return a source stage; raises SourceError."""
-    opts = options or SourceOptions()
+def open_source(spec: str, options: SourceOptions = SourceOptions(), *,
+                max_frames: int = 0) -> VideoSource:
+    """Open ``spec`` (see module docstring) and return a source stage that stops after
+    ``max_frames`` frames (0 = at the end); raises SourceError."""
     spec = spec.strip()
     if not spec:
         raise SourceError("empty source")
-    kind = _classify(spec)
-    container = _open(spec, kind, opts)
+    kind = source_kind(spec)
+    container = _open(spec, kind, options)
     try:
         if not container.streams.video:
             raise SourceError(f"no video stream in {spec}")
@@ -430,8 +433,8 @@ def open_source(spec: str, options: SourceOptions | None = None) -> VideoSource:
             scheme in HTTP_SCHEMES and container.duration is None
         )
         count = None if is_live else _frame_count(container, stream, fps)
-        if opts.max_frames:
-            count = opts.max_frames if count is None else min(count, opts.max_frames)
+        if max_frames:
+            count = max_frames if count is None else min(count, max_frames)
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise SourceError(f"video stream of {spec} has no frame size")
@@ -452,10 +455,9 @@ def open_source(spec: str, options: SourceOptions | None = None) -> VideoSource:
         raise
 
     def reopen() -> av.container.InputContainer:
-        again = _open(spec, kind, opts)
+        again = _open(spec, kind, options)
         if again.streams.video and again.streams.video[0].codec_context is not None:
             again.streams.video[0].thread_type = "AUTO"
         return again
 
-    return VideoSource(container, info, max_frames=opts.max_frames,
-                       read_timeout_s=opts.read_timeout_s, options=opts, reopen=reopen)
+    return VideoSource(container, info, options, max_frames=max_frames, reopen=reopen)

@@ -36,6 +36,7 @@ DEFAULT_TIME_BASE = Fraction(1, 90000)
 # ~3.6-4.5 ms (about 1.2 ms of the ~9 ms the whole `tracker run --out` pipeline spends a frame on
 # 2 cores), for a file ~1.6x larger (1.28 vs 0.81 MB); python benchmarks/encode_bench.py.
 DEFAULT_PRESET = "superfast"
+DEFAULT_CRF = 20  # x264 constant rate factor (0-51, lower = better and bigger)
 _MOV_MUXERS = frozenset({"mp4", "mov", "ipod", "3gp", "3g2", "psp", "ismv", "f4v"})
 
 
@@ -77,7 +78,7 @@ class VideoWriter:
         time_base: Fraction | None = None,
         *,
         preset: str = DEFAULT_PRESET,
-        crf: int = 20,
+        crf: int = DEFAULT_CRF,
         threads: int = 0,
     ) -> None:
         if width <= 0 or height <= 0:

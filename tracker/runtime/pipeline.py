@@ -35,6 +35,15 @@ POLL_S = 0.05  # how often blocked channel operations look at the stop event
 _MAX_SAMPLES = 100_000  # per-stage timing samples kept (oldest half discarded beyond this)
 
 
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Channel sizes and overflow policy of a run (the ``[pipeline]`` config section)."""
+
+    queue_size: int = 8  # decode -> track (and track -> smooth)
+    sink_queue_size: int = 32  # track -> each sink
+    policy: str = "auto"  # auto (files block, live drop_oldest) | block | drop_oldest
+
+
 class _EndOfStream:
     """Type of :data:`END`."""
 

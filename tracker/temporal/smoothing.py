@@ -34,16 +34,34 @@ FILTERS = ("one_euro", "none")
 class OneEuroParams:
     """Filter settings: cutoffs in Hz, ``beta`` in Hz per (face size / s)."""
 
-    min_cutoff: float = 0.5
-    beta: float = 15.0
-    d_cutoff: float = 3.0
-    fallback_fps: float = 30.0
+    min_cutoff: float = 0.5  # Hz: cutoff of a still face (lower = smoother, more lag)
+    beta: float = 15.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
+    d_cutoff: float = 3.0  # Hz: cutoff of the speed estimate
+    fallback_fps: float = 30.0  # steps of 1/fps where frame times are missing or not increasing
 
     def __post_init__(self) -> None:
         if not (self.min_cutoff > 0 and self.d_cutoff > 0 and self.fallback_fps > 0):
             raise ValueError("min_cutoff, d_cutoff and fallback_fps must be > 0")
         if not self.beta >= 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+
+
+_ONE_EURO = OneEuroParams()
+
+
+@dataclass(frozen=True, slots=True)
+class SmoothConfig:
+    """The smoothing of a run (the ``[smooth]`` config section): which filter, and the One Euro
+    settings, whose defaults and meaning are those of :class:`OneEuroParams`."""
+
+    filter: str = "one_euro"  # one of FILTERS: one_euro | none
+    min_cutoff: float = _ONE_EURO.min_cutoff  # Hz, still face
+    beta: float = _ONE_EURO.beta  # Hz per face size/s
+    d_cutoff: float = _ONE_EURO.d_cutoff  # Hz, speed estimate
+
+    def params(self) -> OneEuroParams:
+        """The One Euro settings (ValueError when out of range; see ``Config.validate``)."""
+        return OneEuroParams(self.min_cutoff, self.beta, self.d_cutoff)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -151,7 +169,7 @@ class SmoothStage(Stage):
 
     name = "smooth"
 
-    def __init__(self, params: OneEuroParams) -> None:
+    def __init__(self, params: OneEuroParams = _ONE_EURO) -> None:
         self.smoother = Smoother(params)
 
     def process(self, item: TrackedFrame) -> TrackedFrame:

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
+from tracker.detect.detectors import DetectorConfig
 from tracker.geometry import MARGIN, box_from_points, rotated_roi, square_box
 from tracker.runtime.pipeline import Stage
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
@@ -48,6 +49,24 @@ if TYPE_CHECKING:
     from tracker.temporal.denoiser import TemporalDenoiser
 
 CUT_THUMB = (32, 18)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackConfig:
+    """Detector gating, crop placement and face ids of :class:`TrackStage` (the ``[track]``
+    config section; ``temporal`` and ``temporal_weights`` choose the denoiser it is given)."""
+
+    max_faces: int = 1  # faces tracked at once
+    rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
+    presence_threshold: float = 0.17  # drop faces whose presence is below this (default model)
+    iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
+    roi_scale: float = MARGIN  # next frame's crop: this many face sizes (default: the trained crop)
+    discard_after: int = 30  # a face lost this many frames ago or less can get its id back
+    motion: float = 0.0  # move the crop ahead by this many times the face's last displacement
+    roi_hold: float = 0.03  # keep the last crop while the new one differs by less (0 = never)
+    cut_threshold: float = 20.0  # scene cut: thumbnail changed by more grey levels (0 = off)
+    temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
+    temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
 
 
 class Detector(Protocol):
@@ -153,7 +172,8 @@ def _accepts_angles(landmarker: Any) -> bool:
 
 
 class TrackStage(Stage):
-    """Frame -> TrackedFrame, with the detector, landmarker and denoiser injected."""
+    """Frame -> TrackedFrame, with the detector, landmarker and denoiser injected; ``options``
+    sets the gating, crops and ids (``temporal``/``temporal_weights`` are not read here)."""
 
     name = "track"
 
@@ -161,35 +181,20 @@ class TrackStage(Stage):
         self,
         detector: Detector,
         landmarker: Landmarker,
+        options: TrackConfig = TrackConfig(),
         *,
-        max_faces: int = 1,
-        rescan_every: int = 30,
-        presence_threshold: float = 0.17,
-        iou_threshold: float = 0.3,
-        min_score: float = 0.0,
-        roi_scale: float = 1.25,
-        discard_after: int = 30,
-        motion: float = 0.0,
-        roi_hold: float = 0.03,
-        cut_threshold: float = 20.0,
+        min_score: float = DetectorConfig().min_score,
         denoiser: TemporalDenoiser | None = None,
     ) -> None:
-        if max_faces < 1:
-            raise ValueError(f"max_faces must be >= 1, got {max_faces}")
-        if roi_scale <= 0:
-            raise ValueError(f"roi_scale must be > 0, got {roi_scale}")
+        """``min_score``: detections scoring below it are ignored (``detector.min_score``)."""
+        if options.max_faces < 1:
+            raise ValueError(f"max_faces must be >= 1, got {options.max_faces}")
+        if options.roi_scale <= 0:
+            raise ValueError(f"roi_scale must be > 0, got {options.roi_scale}")
         self.detector = detector
         self.landmarker = landmarker
-        self.max_faces = max_faces
-        self.rescan_every = rescan_every
-        self.presence_threshold = presence_threshold
-        self.iou_threshold = iou_threshold
+        self.options = options
         self.min_score = min_score
-        self.roi_scale = roi_scale
-        self.discard_after = discard_after
-        self.motion = motion
-        self.roi_hold = roi_hold
-        self.cut_threshold = cut_threshold
         self.denoiser = denoiser
         self._angles = _accepts_angles(landmarker)
         self._tracks: list[_Track] = []
@@ -213,10 +218,11 @@ class TrackStage(Stage):
 
     def roi_of(self, track: _Track) -> Roi:
         """Next frame's region of a tracked face (rotated, enlarged, motion-predicted)."""
-        center, side, angle = rotated_roi(track.points, self.roi_scale)
+        o = self.options
+        center, side, angle = rotated_roi(track.points, o.roi_scale)
         vx, vy = track.velocity
-        center = (center[0] + self.motion * vx, center[1] + self.motion * vy)
-        old, h = track.roi, self.roi_hold
+        center = (center[0] + o.motion * vx, center[1] + o.motion * vy)
+        old, h = track.roi, o.roi_hold
         if old is not None and h > 0:
             moved = math.dist(center, old.center) / old.side
             if moved < h and abs(side / old.side - 1) < h and abs(angle - old.angle) < h:
@@ -229,7 +235,7 @@ class TrackStage(Stage):
         return Roi(box.center, MARGIN * max(box.width, box.height, 1.0), 0.0)
 
     def _is_cut(self, image: np.ndarray) -> bool:
-        if self.cut_threshold <= 0:
+        if self.options.cut_threshold <= 0:
             return False
         # area-average a strided sample about twice the thumbnail's size (a full-frame
         # INTER_AREA resize cost ~0.13 ms a 640x360 frame; this ~0.01 ms)
@@ -240,12 +246,13 @@ class TrackStage(Stage):
         prev, self._thumb = self._thumb, small
         if prev is None or prev.shape != small.shape:
             return False
-        return float(np.abs(small - prev).mean()) > self.cut_threshold
+        return float(np.abs(small - prev).mean()) > self.options.cut_threshold
 
     def _needs_detection(self, cut: bool) -> bool:
-        if cut or len(self._tracks) < self.max_faces:
+        if cut or len(self._tracks) < self.options.max_faces:
             return True
-        return self.rescan_every > 0 and self._since_detect >= self.rescan_every
+        every = self.options.rescan_every
+        return every > 0 and self._since_detect >= every
 
     # -- per frame ----------------------------------------------------------------------------
 
@@ -265,9 +272,9 @@ class TrackStage(Stage):
         self._since_detect = 1
         found = [d for d in self.detector.detect(image) if d.score >= self.min_score]
         found.sort(key=lambda d: -d.score)
-        tracked = [(i, roi.face_box(self.roi_scale)) for i, (_, roi, _) in enumerate(plan)]
-        matched, new = associate(tracked, found, self.iou_threshold)
-        for det in new[: max(0, self.max_faces - len(plan))]:
+        tracked = [(i, roi.face_box(self.options.roi_scale)) for i, (_, roi, _) in enumerate(plan)]
+        matched, new = associate(tracked, found, self.options.iou_threshold)
+        for det in new[: max(0, self.options.max_faces - len(plan))]:
             plan.append((None, self.roi_of_detection(det), det))
         return plan
 
@@ -284,16 +291,16 @@ class TrackStage(Stage):
         plan = self._plan(item.image, cut)
         preds = list(self._predict(item.image, [roi for _, roi, _ in plan])) if plan else []
         refine = [i for i, (t, _, _) in enumerate(plan)
-                  if t is None and preds[i].presence >= self.presence_threshold
+                  if t is None and preds[i].presence >= self.options.presence_threshold
                   and np.isfinite(preds[i].points).all()]
         if refine:  # new faces: once more on the upright ROI of the first estimate
-            rois = [Roi(*rotated_roi(preds[i].points, self.roi_scale)) for i in refine]
+            rois = [Roi(*rotated_roi(preds[i].points, self.options.roi_scale)) for i in refine]
             for i, roi, p in zip(refine, rois, self._predict(item.image, rois), strict=True):
                 plan[i] = (None, roi, plan[i][2])
                 preds[i] = p
         kept: list[tuple[_Track | None, Roi, np.ndarray, Prediction]] = []
         for (track, roi, _), p in zip(plan, preds, strict=True):
-            ok = p.presence >= self.presence_threshold and np.isfinite(p.points).all()
+            ok = p.presence >= self.options.presence_threshold and np.isfinite(p.points).all()
             if not ok:
                 if track is not None:
                     self._lose(track, item.index)
@@ -349,12 +356,12 @@ class TrackStage(Stage):
     # -- ids ----------------------------------------------------------------------------------
 
     def _lose(self, track: _Track, frame_index: int) -> None:
-        if self.discard_after > 0:
+        if self.options.discard_after > 0:
             self._lost.append(_Lost(track.face_id, box_from_points(track.points), frame_index))
 
     def _new_id(self, points: np.ndarray, frame_index: int) -> int:
         """A lost id that fits (recent, near, similar size), else the next unused one."""
-        self._lost = [x for x in self._lost if frame_index - x.frame <= self.discard_after]
+        self._lost = [x for x in self._lost if frame_index - x.frame <= self.options.discard_after]
         active = {t.face_id for t in self._tracks}
         box = box_from_points(points)
         size = max(box.width, box.height, 1.0)
