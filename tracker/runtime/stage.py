@@ -1,0 +1,76 @@
+"""Stages: one unit of work on its own thread (open, items or process, close), and the ways
+a stage stops or fails."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+class StopRequested(Exception):
+    """Raise from a stage to stop the whole pipeline cleanly (not an error)."""
+
+
+class StageError(RuntimeError):
+    """The first exception raised by a stage; ``stage`` names it, ``__cause__`` is the original."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(f"stage {stage!r} failed: {error}")
+        self.stage = stage
+        self.error = error
+
+
+class Stage:
+    """Base class of pipeline stages; override :meth:`items` (sources) or :meth:`process`."""
+
+    name: str = "stage"
+
+    def open(self) -> None:
+        """Called in the stage's thread before the first item."""
+
+    def items(self) -> Iterator[Any]:
+        """Items produced by a source stage (a stage without input)."""
+        raise NotImplementedError(f"stage {self.name!r} is not a source")
+
+    def process(self, item: Any) -> Any:
+        """Handle one input item; the return value (unless None) goes to every output."""
+        raise NotImplementedError(f"stage {self.name!r} does not process items")
+
+    def close(self) -> None:
+        """Called once in the stage's thread when it ends, whatever the reason."""
+
+    def attach(self, stop: threading.Event) -> None:
+        """Called before the run with the pipeline's stop event (for stages that sleep or wait)."""
+
+
+class FunctionStage(Stage):
+    """A stage made from a per-item function (and an optional close function)."""
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[[Any], Any],
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._fn = fn
+        self._close = close
+
+    def process(self, item: Any) -> Any:
+        return self._fn(item)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+class IterableSource(Stage):
+    """A source stage over any iterable (tests, benchmarks, replay)."""
+
+    def __init__(self, name: str, iterable: Any) -> None:
+        self.name = name
+        self._iterable = iterable
+
+    def items(self) -> Iterator[Any]:
+        yield from self._iterable
