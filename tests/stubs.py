@@ -56,9 +56,35 @@ def stub_track(cfg: Any) -> TrackStage:
     return TrackStage(StubDetector(), StubLandmarker(), options)
 
 
+class SlowLoadLandmarker(StubLandmarker):
+    """A stub whose loading takes ``seconds`` (as the real models' start-up does), announced on
+    stderr so a test knows when to signal."""
+
+    def __init__(self, seconds: float) -> None:
+        sys.stderr.write("loading models\n")
+        sys.stderr.flush()
+        time.sleep(seconds)
+
+
 def stub_tracker(options: TrackerOptions) -> Tracker:
-    """A real :class:`Tracker` with the stub models injected (no temporal denoiser)."""
+    """A real :class:`Tracker` with the stub models injected (no temporal denoiser);
+    ``STUB_SLOW_LOAD=S`` makes the models take S seconds to load, when the run starts."""
+    slow = float(os.environ.get("STUB_SLOW_LOAD", "0"))
+    if slow > 0:
+        return _SlowTracker(options, slow)
     return Tracker(options, detector=StubDetector(), landmarker=StubLandmarker())
+
+
+class _SlowTracker(Tracker):
+    def __init__(self, options: TrackerOptions, seconds: float) -> None:
+        super().__init__(options, detector=StubDetector())
+        self._seconds = seconds
+
+    def _models(self, cfg: Any) -> Any:
+        if self._landmarker is None:
+            self._landmarker = SlowLoadLandmarker(self._seconds)
+            self._injected = True
+        return super()._models(cfg)
 
 
 def run_cli(args: Sequence[str]) -> int:
