@@ -6,49 +6,104 @@ processing starts) and finalised in :meth:`close`, which the pipeline always cal
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from tracker.errors import OutputError
 from tracker.outputs.record import frame_record
 from tracker.runtime.pipeline import Stage, StopRequested
 from tracker.types import Frame, TrackedFrame
 
 
 class JsonlSink(Stage):
-    """Writes one JSON line per tracked frame (:func:`~tracker.outputs.record.frame_record`),
-    flushed, always ending on a complete line."""
+    """Writes one JSON line per tracked frame (:func:`~tracker.outputs.record.frame_record`).
+
+    Each line goes out in one unbuffered write, so the file always ends on a complete line:
+    when a write fails (disk full) the file is cut back to the last complete line and
+    :class:`~tracker.errors.OutputError` is raised with the OS reason. On stdout (``path``
+    '-') a reader that goes away (``| head``) stops the run cleanly instead.
+    """
 
     name = "jsonl"
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.lines = 0
-        self._file: IO[str]
-        if path == "-":
-            self._file = sys.stdout
-        else:
-            self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._size = 0  # bytes of complete lines in the file
+        self._file = None if path == "-" else open(path, "wb", buffering=0)  # noqa: SIM115
         self._closed = False
 
     def process(self, item: TrackedFrame) -> None:
         line = json.dumps(frame_record(item), separators=(",", ":"), allow_nan=False) + "\n"
-        self._file.write(line)  # one write of a whole line
-        self._file.flush()
+        if self._file is None:
+            self._to_stdout(line)
+        else:
+            self._to_file(line.encode("utf-8"))
         self.lines += 1
+
+    def _to_file(self, data: bytes) -> None:
+        assert self._file is not None
+        try:
+            done = 0
+            while done < len(data):  # a short write (the disk filling up) then raises
+                done += self._file.write(data[done:]) or 0
+        except OSError as exc:
+            try:
+                self._file.truncate(self._size)
+                self._file.seek(self._size)
+            except OSError:
+                pass
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self._size += len(data)
+
+    def _to_stdout(self, line: str) -> None:
+        try:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+        except OSError as exc:
+            _stdout_to_devnull()  # what is left in its buffer cannot be written either
+            if _closed_pipe(exc):
+                raise StopRequested("stdout closed") from None
+            raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._file is sys.stdout:
-            self._file.flush()
-        else:
+        if self._file is not None:
             self._file.close()
+            return
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            _stdout_to_devnull()
+            if not _closed_pipe(exc):
+                raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+def _closed_pipe(exc: OSError) -> bool:
+    return isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE
+
+
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null so nothing fails flushing stdout at exit
+    (what the Python docs advise after a ``BrokenPipeError``)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a descriptor
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class RenderStage(Stage):
