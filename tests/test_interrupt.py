@@ -78,6 +78,8 @@ def test_signal_while_writing_finalises_the_outputs(tmp_path: Path, sig: signal.
     assert text.endswith("\n")
     frames = [json.loads(line)["frame"] for line in text.splitlines()]
     assert frames == list(range(len(frames))) and len(frames) >= 10
+    # a clean stop drains every branch: the video and the JSONL end on the same frame
+    assert decoded == len(frames)
 
 
 def test_second_ctrl_c_exits_immediately(tmp_path: Path) -> None:

@@ -189,12 +189,13 @@ def stream_sink(cfg: StreamConfig, info: SourceInfo) -> Any:
 def stage_failure(exc: StageError) -> TrackerError:
     """The library error for the first failure of a running stage."""
     err = exc.error
+    text = (err.strerror or str(err)) if isinstance(err, OSError) else str(err)  # no [Errno N]
     if isinstance(err, CameraNotFound):
         return CameraNotFound(str(err))
     if isinstance(err, SourceError) or (isinstance(err, OSError) and exc.stage == "decode"):
-        return SourceError(f"{exc.stage}: {err}")
+        return SourceError(f"{exc.stage}: {text}")
     if isinstance(err, (PreviewUnavailable, EncodeError, OutputError, OSError)):
-        return OutputError(f"{exc.stage}: {err}")
+        return OutputError(f"{exc.stage}: {text}")
     failed = PipelineError(str(exc), exc.stage)
     failed.__cause__ = err
     return failed

@@ -230,7 +230,7 @@ class Tracker:
                 yield item
         finally:
             stop.set()
-            pipe.stop("the consumer stopped")
+            pipe.stop("the consumer stopped", drain=False)
             worker.join()
         if failure:
             exc = failure[0]

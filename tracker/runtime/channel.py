@@ -70,6 +70,7 @@ class Channel:
         self._items: collections.deque[Any] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._detached = False  # the consumer is gone: puts are discarded, never block
         self.max_depth = 0
         self.puts = 0
         self.dropped = 0
@@ -87,6 +88,8 @@ class Channel:
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"put on closed channel {self.name!r}")
+            if self._detached:
+                return
             if self.policy == "drop_oldest":
                 while len(self._items) >= self.capacity:
                     self._items.popleft()
@@ -98,6 +101,8 @@ class Channel:
                     self._cond.wait(POLL_S)
                     if self._closed:
                         raise RuntimeError(f"put on closed channel {self.name!r}")
+                    if self._detached:
+                        return
             self._items.append(item)
             self.puts += 1
             self.max_depth = max(self.max_depth, len(self._items))
@@ -131,6 +136,13 @@ class Channel:
         """Mark end of stream (idempotent, never blocks)."""
         with self._cond:
             self._closed = True
+            self._cond.notify_all()
+
+    def detach(self) -> None:
+        """The consumer has ended: drop what is queued, and let later puts pass unqueued."""
+        with self._cond:
+            self._detached = True
+            self._items.clear()
             self._cond.notify_all()
 
     def wake(self) -> None:

@@ -9,11 +9,13 @@ Shutdown rules:
 
 * End of stream: a source that runs out closes its outputs; each consumer drains its input,
   closes its own outputs and finishes, so files see every item.
-* Failure: the first exception in any stage sets the shared stop event; every blocked ``put`` /
-  ``get`` wakes within :data:`POLL_S` and the stage ends. :meth:`Pipeline.run` re-raises it as
-  a :class:`StageError` naming the stage.
-* :class:`StopRequested` raised by a stage (e.g. the preview window's ``q``) and Ctrl-C stop the
-  same way, without an error.
+* A clean stop (Ctrl-C, :class:`StopRequested` from a stage such as the preview window's ``q``,
+  :meth:`Pipeline.stop`) stops the sources only: what is already queued drains through every
+  branch, so all outputs end on the same frame. A sink that ends early detaches its input, so
+  it never blocks its producer. A drain longer than ``stop_grace_s`` is cut short.
+* Failure (or ``stop(drain=False)``): the first exception in any stage sets the abort event;
+  every blocked ``put`` / ``get`` wakes within :data:`POLL_S` and the stage ends, queued items
+  are abandoned. :meth:`Pipeline.run` re-raises it as a :class:`StageError` naming the stage.
 * Every stage's :meth:`Stage.close` is called in its own thread whatever happened, so sinks
   always finalise their files.
 """
@@ -60,7 +62,8 @@ class Pipeline:
     """Runs stages on their own threads, joined by channels; see the module docstring."""
 
     def __init__(self, stop_grace_s: float = 5.0) -> None:
-        self.stop_event = threading.Event()
+        self.stop_event = threading.Event()  # set: sources stop, queued items drain
+        self.abort_event = threading.Event()  # set: every stage stops, queued items are dropped
         self.stop_grace_s = stop_grace_s
         self._nodes: list[_Node] = []
         self._channels: list[Channel] = []
@@ -103,11 +106,14 @@ class Pipeline:
         for node in self._nodes:
             node.stage = wrapper(node.stage)
 
-    def stop(self, reason: str = "stopped") -> None:
-        """Ask every stage to stop as soon as possible."""
+    def stop(self, reason: str = "stopped", *, drain: bool = True) -> None:
+        """Stop the sources; with ``drain`` what is queued still reaches every sink, without
+        it every stage stops as soon as possible."""
         if self.stop_reason is None:
             self.stop_reason = reason
         self.stop_event.set()
+        if not drain:
+            self.abort_event.set()
         for ch in self._channels:
             ch.wake()
 
@@ -119,11 +125,11 @@ class Pipeline:
         with self._error_lock:
             if self._error is None:
                 self._error = (stage, error)
-        self.stop(f"{stage} failed")
+        self.stop(f"{stage} failed", drain=False)
 
     def _put_all(self, node: _Node, item: Any) -> None:
         for ch in node.outputs:
-            ch.put(item, self.stop_event)
+            ch.put(item, self.abort_event)
 
     def _run_node(self, node: _Node) -> None:
         stage, timer, stop = node.stage, node.timer, self.stop_event
@@ -145,7 +151,7 @@ class Pipeline:
                         close_it()  # finish a generator before the stage closes its resources
             else:
                 while True:
-                    item = node.input.get(stop)
+                    item = node.input.get(self.abort_event)
                     if item is END:
                         break
                     t0 = time.perf_counter()
@@ -160,6 +166,8 @@ class Pipeline:
         except BaseException as exc:  # noqa: BLE001 - any failure must stop the graph
             self._fail(stage.name, exc)
         finally:
+            if node.input is not None:
+                node.input.detach()  # a stage that ended early never blocks its producer
             for ch in node.outputs:
                 ch.close()
             try:
@@ -211,13 +219,17 @@ class Pipeline:
                     on_tick(self.metrics())
             except KeyboardInterrupt:
                 interrupts += 1
-                self.stop("interrupted")
+                self.stop("interrupted", drain=interrupts == 1)  # a second one: drop the queues
                 if interrupts >= 3:  # the user insists: stop waiting for stuck stages
                     break
             except Exception as exc:  # noqa: BLE001 - a failing callback stops the run too
                 self._fail("on_tick", exc)
             if stopped_at is None and self.stop_event.is_set():
                 stopped_at = time.monotonic()
+            elif stopped_at is not None and time.monotonic() - stopped_at > self.stop_grace_s:
+                self.abort_event.set()  # the drain took too long: drop what is left
+                for ch in self._channels:
+                    ch.wake()
         self._finished = time.perf_counter()
         if self._error is not None:
             stage, error = self._error
