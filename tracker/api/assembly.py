@@ -189,7 +189,7 @@ def stream_sink(cfg: StreamConfig, info: SourceInfo) -> Any:
 def stage_failure(exc: StageError) -> TrackerError:
     """The library error for the first failure of a running stage."""
     err = exc.error
-    text = (err.strerror or str(err)) if isinstance(err, OSError) else str(err)  # no [Errno N]
+    text = _os_reason(err) if isinstance(err, OSError) else str(err)
     if isinstance(err, CameraNotFound):
         return CameraNotFound(str(err))
     if isinstance(err, SourceError) or (isinstance(err, OSError) and exc.stage == "decode"):
@@ -199,6 +199,13 @@ def stage_failure(exc: StageError) -> TrackerError:
     failed = PipelineError(str(exc), exc.stage)
     failed.__cause__ = err
     return failed
+
+
+def _os_reason(err: OSError) -> str:
+    """``No space left on device: /x/out.mp4``, not ``[Errno 28] No space left ...``."""
+    if not err.strerror:
+        return str(err)
+    return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
 
 
 def build_pipeline(
