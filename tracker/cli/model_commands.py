@@ -18,8 +18,15 @@ VAL_DIR = "../shared/data/faces68/val"
 def train_command(
     model: Annotated[str, typer.Option(
         help="Variant: rcn_lite80, rcn_lite, rcn, sumnet_lite, sumnet (tracker/model.py).")] = "rcn_lite",
-    train: Annotated[str, typer.Option(help="Training folder (images + .pts).")] = TRAIN_DIR,
-    val: Annotated[str, typer.Option(help="Validation folder (images + .pts).")] = VAL_DIR,
+    train: Annotated[list[str] | None, typer.Option(
+        "--data", "--train",
+        help="Training folder (images + .pts); repeat for several. Default: faces68/train.")] = None,
+    val: Annotated[str, typer.Option(
+        help="Select checkpoints on this folder instead of a split of the training data "
+             "(never one named val or test).")] = "",
+    select_frac: Annotated[float | None, typer.Option(
+        help="Fraction of the training persons/photos held out for checkpoint selection "
+             "(stable hash of the file-name prefix; default 0.1; not with --val).")] = None,
     out: Annotated[str, typer.Option(help="Run folder: log.txt, last.pt, best.pt.")] = "runs/rcn_lite",
     epochs: Annotated[int, typer.Option(min=1)] = 45,
     batch: Annotated[int, typer.Option(min=1)] = 32,
@@ -51,16 +58,22 @@ def train_command(
         help="Wall-clock budget: the schedule shrinks to the epochs that fit (0 = off).")] = 0.0,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Train RCN / SumNet on 68-point data (or the DKM with --dkm); checkpoints every epoch."""
+    """Train RCN / SumNet on 68-point data (or the DKM with --dkm); checkpoints every epoch,
+    selected on a held-out split of the training data, with NME per data folder."""
     with known_errors(debug):
-        for folder in (train, val):
+        folders = train or [TRAIN_DIR]
+        if val and select_frac is not None:
+            raise CliError("--val and --select-frac exclude each other", ExitCode.USAGE)
+        for folder in [*folders, *([val] if val else [])]:
             if not Path(folder).is_dir():
                 raise CliError(f"data folder not found: {folder}", ExitCode.SOURCE)
         if teacher and not Path(teacher).is_file():
             raise CliError(f"teacher checkpoint not found: {teacher}", ExitCode.USAGE)
         from tracker.training.train import TrainConfig, Trainer
 
-        cfg = TrainConfig(model=model, train=train, val=val, out=out, epochs=epochs, batch=batch,
+        frac = 0.1 if select_frac is None else select_frac
+        cfg = TrainConfig(model=model, train=tuple(folders), val=val, select_frac=frac, out=out,
+                          epochs=epochs, batch=batch,
                           lr=lr, weight_decay=weight_decay, sigma=sigma, seed=seed, threads=threads,
                           channels=channels, lcn=lcn, dkm=dkm, dkm_width=dkm_width,
                           rcn_weights=rcn_weights, init=init, limit=limit, resume=resume, ema=ema,
@@ -69,54 +82,93 @@ def train_command(
                           device=device, minutes=minutes)
         try:
             trainer = Trainer(cfg)
-        except ValueError as exc:  # a bad --device, a mismatched teacher, unreadable data
+        except ValueError as exc:  # a bad --device, a mismatched teacher, held-out or no data
             raise CliError(str(exc), ExitCode.USAGE) from None
         best = trainer.run()
-        typer.echo(f"best val NME {best * 100:.2f}% -> {out}/best.pt")
+        typer.echo(f"best selection NME {best * 100:.2f}% -> {out}/best.pt")
+        counts = trainer.data.counts()
+        for folder, value in trainer.best_by_folder.items():
+            typer.echo(f"  {folder}: {value * 100:.2f}% (n={counts[folder][1]})")
+
+
+def model_labels(models: list[str | None]) -> list[str]:
+    """Legend/report names: ``default``, a shipped name, or the file stem (with its folder
+    when two stems clash)."""
+    def short(m: str | None, parts: int) -> str:
+        if not m or m == "default":
+            return "default"
+        p = Path(m)
+        return "/".join(p.with_suffix("").parts[-parts:]) if p.suffix else m
+
+    labels = [short(m, 1) for m in models]
+    for i, label in enumerate(labels):
+        if labels.count(label) > 1:
+            labels[i] = short(models[i], 2)
+    for i, label in enumerate(labels):  # still clashing: number them
+        if labels.count(label) > 1:
+            labels[i] = f"{label}#{i + 1}"
+    return labels
 
 
 def eval_command(
-    data: Annotated[str, typer.Option(help="Folder of images + .pts (300-W style).")] = VAL_DIR,
-    model: Annotated[str | None, typer.Option("--model", "--weights",
-                                              help="Weights file (default: embedded model).")] = None,
+    data: Annotated[list[str] | None, typer.Option(
+        help="Folder of images + .pts (300-W style); repeat for several (reported per folder). "
+             "Default: faces68/val.")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "--weights",
+        help="Weights file or shipped name (default: embedded model); repeat to compare.")] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        help="A further model to compare (after --model, default: the embedded one).")] = None,
     engine: Annotated[str, typer.Option(help=ENGINE_HELP)] = "auto",
     detector: Annotated[bool, typer.Option("--detector",
                                            help="Use the package's face detector (a miss fails).")] = False,
     occlude: Annotated[str | None, typer.Option(help="Cover 'eyes' or 'mouth' with a noise patch.")] = None,
     init: Annotated[str, typer.Option(help="Start from the weights of this checkpoint.")] = "",
     limit: Annotated[int, typer.Option(help="Only the first N images (0 = all).")] = 0,
-    plots: Annotated[str | None, typer.Option(help="Folder for ced.png and representative.png.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plots: Annotated[str | None, typer.Option(
+        help="Folder for ced.png (one curve per model), ced_<folder>.png with several folders, "
+             "and representative*.png.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (fractions of the inter-ocular distance); with "
+                       "several models {\"models\": [...]}.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Evaluate landmarks: NME (outer-eye-corner normalised), failure rate, AUC@0.10, ms/face."""
+    """Evaluate landmarks: NME (outer-eye-corner normalised), failure rate, AUC@0.10, ms/face,
+    per-region NME and the mean signed offset (predicted - true), overall and per folder."""
     with known_errors(debug):
-        from tracker.evaluation.stills import OCCLUDERS, evaluate, load_eval_set, write_plots
+        from tracker.evaluation import stills
         from tracker.landmarker import load_landmarker
         from tracker.models.checkpoint import WeightsError
 
-        if occlude is not None and occlude not in OCCLUDERS:
-            raise CliError(f"--occlude must be one of {', '.join(OCCLUDERS)}", ExitCode.USAGE)
+        if occlude is not None and occlude not in stills.OCCLUDERS:
+            raise CliError(f"--occlude must be one of {', '.join(stills.OCCLUDERS)}", ExitCode.USAGE)
+        models: list[str | None] = [*(model or [None]), *(compare or [])]
+        labels = model_labels(models)
         try:
-            samples = load_eval_set(data, limit or None)
+            samples, groups = stills.load_eval_sets(data or [VAL_DIR], limit or None)
         except FileNotFoundError as exc:
             raise CliError(str(exc), ExitCode.SOURCE) from None
-        try:
-            lm = load_landmarker(model, engine)
-        except WeightsError as exc:
-            raise CliError(str(exc), ExitCode.MODEL) from None
         det = None
         if detector:
             from tracker.detect.detectors import create_detector
 
             det = create_detector()
-        result = evaluate(samples, lm, det, occlude)
-        summary = result.summary()
+        results = {}
+        for label, weights in zip(labels, models, strict=True):
+            try:
+                lm = load_landmarker(weights, engine)
+            except WeightsError as exc:
+                raise CliError(str(exc), ExitCode.MODEL) from None
+            results[label] = stills.evaluate(samples, lm, det, occlude, groups)
         if plots:
-            write_plots(samples, result, plots, Path(model).stem if model else "default")
+            stills.write_plots(samples, results, plots)
+        reports = [{"name": label, "weights": weights or "default", **r.report()}
+                   for (label, r), weights in zip(results.items(), models, strict=True)]
         if as_json:
-            typer.echo(json.dumps(summary))
+            typer.echo(json.dumps(reports[0] if len(reports) == 1 else {"models": reports}))
             return
-        for key, value in summary.items():
-            shown = f"{value * 100:.2f}%" if key.startswith(("nme", "fr", "auc")) else value
-            typer.echo(f"{key:12s} {shown}")
+        for i, report in enumerate(reports):
+            if len(reports) > 1:
+                typer.echo(("" if i == 0 else "\n") + f"== {report['name']} ({report['weights']})")
+            for line in stills.format_report(report):
+                typer.echo(line)

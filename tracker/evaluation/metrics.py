@@ -6,22 +6,35 @@ A failure is an image with NME strictly greater than the threshold (an NME of ex
 not a failure). The CED at error e is the fraction of images with NME <= e; its AUC up to the
 threshold is the exact integral of that step function divided by the threshold, so it lies in
 [0, 1].
+
+Per-region NME averages the point errors of one region only (still over the inter-ocular
+distance); the signed offset is the mean of ``pred - gt`` in x and y over the inter-ocular
+distance, so a constant shift of every point by +2 px in x on a face with a 100 px inter-ocular
+distance gives offset (0.02, 0.0): a labelling-convention bias that NME alone hides.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tracker.face68 import OUTER_EYE_CORNERS
+from tracker.face68 import BROWS, EYES, JAW, MOUTH, NOSE, OUTER_EYE_CORNERS
 
 __all__ = [
+    "EVAL_REGIONS",
     "auc",
+    "bias_report",
     "ced_curve",
     "failure_rate",
     "inter_ocular",
     "nme",
+    "region_nme",
+    "signed_offset",
     "summarize",
 ]
+
+EVAL_REGIONS: dict[str, range] = {"jaw": JAW, "brows": BROWS, "nose": NOSE, "eyes": EYES,
+                                  "mouth": MOUTH}
+"""The five regions accuracy is reported for (``tracker.face68``'s ranges; both sides together)."""
 
 
 def _as_batch(points: np.ndarray, name: str) -> np.ndarray:
@@ -46,6 +59,11 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     Accepts (N, 68, 2) or a single (68, 2) pair. Raises ValueError on mismatched shapes or a
     zero inter-ocular distance.
     """
+    p, g, iod = _pair(pred, gt)
+    return np.linalg.norm(p - g, axis=2).mean(axis=1) / iod
+
+
+def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = _as_batch(pred, "pred")
     g = _as_batch(gt, "gt")
     if p.shape != g.shape:
@@ -53,7 +71,40 @@ def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     iod = inter_ocular(g)
     if np.any(~(iod > 0)):
         raise ValueError("ground truth with zero inter-ocular distance")
-    return np.linalg.norm(p - g, axis=2).mean(axis=1) / iod
+    return p, g, iod
+
+
+def region_nme(pred: np.ndarray, gt: np.ndarray, points: range | list[int]) -> np.ndarray:
+    """Per-image NME over the given point indices only (inter-ocular normalised), shape (N,)."""
+    p, g, iod = _pair(pred, gt)
+    idx = list(points)
+    return np.linalg.norm(p[:, idx] - g[:, idx], axis=2).mean(axis=1) / iod
+
+
+def signed_offset(pred: np.ndarray, gt: np.ndarray,
+                  points: range | list[int] | None = None) -> np.ndarray:
+    """Per-image mean ``pred - gt`` over the points (all when None) / inter-ocular, shape (N, 2).
+
+    Positive x is to the image's right, positive y downwards.
+    """
+    p, g, iod = _pair(pred, gt)
+    idx = slice(None) if points is None else list(points)
+    return (p[:, idx] - g[:, idx]).mean(axis=1) / iod[:, None]
+
+
+def bias_report(pred: np.ndarray, gt: np.ndarray) -> dict[str, object]:
+    """Mean signed offset overall and, with the NME, per :data:`EVAL_REGIONS` region.
+
+    ``{"offset_x", "offset_y", "regions": {name: {"nme_mean", "offset_x", "offset_y"}}}`` as
+    fractions of the inter-ocular distance, averaged over the images given.
+    """
+    off = signed_offset(pred, gt).mean(axis=0)
+    regions = {}
+    for name, idx in EVAL_REGIONS.items():
+        r = signed_offset(pred, gt, idx).mean(axis=0)
+        regions[name] = {"nme_mean": float(region_nme(pred, gt, idx).mean()),
+                         "offset_x": float(r[0]), "offset_y": float(r[1])}
+    return {"offset_x": float(off[0]), "offset_y": float(off[1]), "regions": regions}
 
 
 def _checked(nmes: np.ndarray) -> np.ndarray:

@@ -1,7 +1,10 @@
 """Training loops for RCN/SumNet (images) and the denoising keypoint model (keypoint maps).
 
-Checkpoints every epoch to ``OUT/last.pt`` (resumable) and ``OUT/best.pt`` (best val NME);
-the log goes to ``OUT/log.txt``, one line per epoch. Runs on a CUDA GPU when one is present
+Trains on one or more labelled folders; checkpoints are selected on a split carved out of that
+data by a stable hash of the person/photo (``tracker.training.splits``), or on a ``val`` folder
+when one is given. Checkpoints every epoch to ``OUT/last.pt`` (resumable) and ``OUT/best.pt``
+(best selection NME); the log goes to ``OUT/log.txt``, one line per epoch, with the selection
+NME per data folder. Runs on a CUDA GPU when one is present
 (``device``); ``minutes`` fits the one-cycle schedule to a wall-clock budget.
 """
 
@@ -22,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from tracker.evaluation.metrics import nme
-from tracker.io.pts import load_folder
 from tracker.models import heatmap
 from tracker.models.checkpoint import count_params, load_checkpoint, save_checkpoint
 from tracker.models.networks import DKM, VARIANTS, DKMConfig, Fused, build_model, keypoint_maps, to_map_coords
 from tracker.models.preprocess import Preprocess
 from tracker.training.data import Augment, batches
+from tracker.training.splits import load_train_data
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,11 @@ class TrainConfig:
     """Everything that defines a training run (saved beside its checkpoints)."""
 
     model: str = "rcn_lite"
-    train: str = "../shared/data/faces68/train"
-    val: str = "../shared/data/faces68/val"
+    # training folders (a single path is taken as a one-folder tuple)
+    train: tuple[str, ...] = ("../shared/data/faces68/train",)
+    # selection folder; "" = carve ``select_frac`` of the training groups out for selection
+    val: str = ""
+    select_frac: float = 0.1
     out: str = "runs/rcn_lite"
     epochs: int = 60
     batch: int = 32
@@ -64,6 +70,10 @@ class TrainConfig:
     # > 0: wall-clock budget; after each epoch the schedule shrinks to the epochs that still fit
     # (``epochs`` is then an upper bound)
     minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        folders = (self.train,) if isinstance(self.train, str | Path) else self.train
+        object.__setattr__(self, "train", tuple(str(f) for f in folders))
 
 
 def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -148,9 +158,10 @@ class Trainer:
             self.trainable = self.model
         self.model.to(self.device)
         self.teacher = self.load_teacher(cfg.teacher) if cfg.teacher else None
-        limit = cfg.limit or None
-        self.train_set = load_folder(cfg.train, limit)
-        self.val_set = load_folder(cfg.val, limit)
+        self.data = load_train_data(cfg.train, cfg.select_frac, cfg.val or None, cfg.limit or None)
+        self.train_set, self.val_set = self.data.train, self.data.select
+        self.val_groups = np.array(self.data.select_groups, dtype=object)
+        self.best_by_folder: dict[str, float] = {}
         # fixed, un-augmented validation crops, built once
         self.val = list(batches(self.val_set, self.net.size, 64, self.rng, None, shuffle=False))
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch)
@@ -171,6 +182,7 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
             self.opt.load_state_dict(state["opt"])
             self.epoch, self.best = state["epoch"], state["best"]
+            self.best_by_folder = state.get("best_by_folder", {})
             self.epochs = state.get("epochs", self.epochs)  # as fitted to a time budget
             self.sched = self.one_cycle(self.epochs)
             self.sched.load_state_dict(state["sched"])
@@ -276,7 +288,8 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     @torch.no_grad()
-    def validate(self) -> tuple[float, float]:
+    def validate(self) -> tuple[float, float, dict[str, float]]:
+        """Selection loss, mean NME and mean NME per data folder (of the eval weights)."""
         model = self.eval_model
         model.eval()
         losses, errs = [], []
@@ -285,39 +298,52 @@ class Trainer:
             pts_t = torch.from_numpy(pts).to(self.device)
             losses.append(float(heatmap_loss(logits, pts_t, self.cfg.sigma)) * len(crops))
             errs.append(nme(heatmap.decode(np.ascontiguousarray(logits.cpu().numpy()))[0], pts))
-        return sum(losses) / len(self.val_set), float(np.concatenate(errs).mean())
+        e = np.concatenate(errs)
+        by_folder = {f: float(e[self.val_groups == f].mean()) for f in dict.fromkeys(self.val_groups)}
+        return sum(losses) / len(self.val_set), float(e.mean()), by_folder
 
     def save(self, name: str, val_nme: float) -> None:
         meta = {"train_config": asdict(self.cfg), "epoch": self.epoch, "val_nme": val_nme,
                 "preprocess": asdict(self.pre), "params": count_params(self.model),
-                "epochs_scheduled": self.epochs}
+                "epochs_scheduled": self.epochs, "val_nme_by_folder": self.best_by_folder,
+                "data_counts": self.data.counts()}
         save_checkpoint(self.out / name, self.eval_model, self.net, self.dkm_cfg, meta)
 
     def run(self) -> float:
         cfg = self.cfg
         self.log(f"# {json.dumps(asdict(cfg))} params={count_params(self.model)} "
                  f"train={len(self.train_set)} val={len(self.val_set)}")
+        for folder, (n_train, n_sel) in self.data.counts().items():
+            held = self.data.dropped.get(folder, 0)
+            self.log(f"# data {folder}: {n_train} training, {n_sel} selection images"
+                     + (f" ({held} InfAnFace test_ images held out)" if held else ""))
         started, epoch_times = time.perf_counter(), []
         while self.epoch < self.epochs:
             t0 = time.perf_counter()
             train_loss = self.train_epoch()
-            val_loss, val_nme = self.validate()
+            val_loss, val_nme, by_folder = self.validate()
             self.epoch += 1
             if val_nme < self.best:
-                self.best = val_nme
+                self.best, self.best_by_folder = val_nme, by_folder
                 self.save("best.pt", val_nme)
             epoch_times.append(time.perf_counter() - t0)
             self.fit_budget(time.perf_counter() - started, epoch_times)
             ema = self.ema.state_dict() if self.ema is not None else None
             torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
                         "sched": self.sched.state_dict(), "epoch": self.epoch, "best": self.best,
-                        "epochs": self.epochs,
+                        "epochs": self.epochs, "best_by_folder": self.best_by_folder,
                         "rng": self.rng, "gen": self.gen.get_state(), "ema": ema},
                        self.out / "last.tmp")
             (self.out / "last.tmp").replace(self.out / "last.pt")
+            folders = "" if len(by_folder) < 2 else " [" + ", ".join(
+                f"{f} {v * 100:.2f}%" for f, v in by_folder.items()) + "]"
             self.log(f"epoch {self.epoch:3d}/{self.epochs} train_loss {train_loss:.4f} "
-                     f"val_loss {val_loss:.4f} val_nme {val_nme * 100:.2f}% best {self.best * 100:.2f}% "
+                     f"val_loss {val_loss:.4f} val_nme {val_nme * 100:.2f}%{folders} "
+                     f"best {self.best * 100:.2f}% "
                      f"lr {self.sched.get_last_lr()[0]:.2e} {time.perf_counter() - t0:.0f}s")
+        for folder, value in self.best_by_folder.items():
+            self.log(f"# best.pt selection NME {folder}: {value * 100:.2f}% "
+                     f"(n={self.data.counts()[folder][1]})")
         return self.best
 
 
@@ -369,6 +395,8 @@ if __name__ == "__main__":
     for f, v in asdict(TrainConfig()).items():
         if isinstance(v, bool):
             parser.add_argument(f"--{f}", action=argparse.BooleanOptionalAction, default=v)
+        elif isinstance(v, tuple):
+            parser.add_argument(f"--{f}", nargs="+", default=v)
         else:
             parser.add_argument(f"--{f}", type=type(v), default=v)
     train(TrainConfig(**vars(parser.parse_args())))
