@@ -186,6 +186,23 @@ def test_no_frames_still_finalises(tmp_path: Path) -> None:
         assert container.format.name.startswith("mov")
 
 
+def test_an_mp4_left_without_its_index_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FFmpeg's MP4 muxer takes 16-bit PCM, then writes no moov: close says so, not exit 0."""
+    from media import write
+
+    from tracker.outputs import audio
+
+    clip = write(tmp_path / "pcm.avi", seconds=0.5, audio="pcm_s16le")
+    monkeypatch.setattr(audio, "MP4_COPY_CODECS", audio.MP4_COPY_CODECS | {"pcm_s16le"})
+    writer = VideoWriter(str(tmp_path / "out.mp4"), 160, 120, 25.0, str(clip))
+    for i in range(12):
+        writer.write(np.zeros((120, 160, 3), np.uint8), i / 25)
+    with pytest.raises(EncodeError, match="wrote no index"):
+        writer.close()
+
+
 @pytest.mark.parametrize(
     ("width", "height", "encoded"),
     [(65, 49, (66, 50)), (64, 49, (64, 50)), (65, 48, (66, 48)), (64, 48, (64, 48))],

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from damaged import TsServer, cut, faststart, size_change, unknown_codec
 from synthetic import make_audio_only, make_clip
 
+from tracker.io.orient import Orientation, from_display_matrix, square_size
 from tracker.io.source import (
     CameraNotFound,
     SourceError,
@@ -22,6 +24,7 @@ from tracker.io.source import (
     open_source,
     webcam_device,
 )
+from tracker.io.timeline import Timeline, best_effort
 from tracker.runtime.pipeline import Pipeline, Stage
 
 
@@ -67,6 +70,60 @@ def test_times_are_pts_times_time_base(tmp_path: Path) -> None:
     src.close()
     assert src.info.time_base == Fraction(1, 30000)
     assert [f.time for f in frames] == [float(Fraction(1001 * i, 30000)) for i in range(5)]
+
+
+def test_timeline_shifts_segments_on_and_keeps_gaps() -> None:
+    line = Timeline(resets=True, max_gap=1000)
+    ticks = [0, 10, 20, 30, 0, 10, 20, 500, 510, 9000, 9010, 9010, 9020]
+    placed = [line.place(t, 10) for t in ticks]
+    # back to 0: continues at 40; a gap of 470 is kept (VFR); 9000 is too far ahead;
+    # the repeated 9010 goes one tick on
+    assert placed == [0, 10, 20, 30, 40, 50, 60, 540, 550, 560, 570, 571, 581]
+    assert line.jumps == 2 and line.first == (40, -40)
+    assert Timeline(resets=False, max_gap=1000).place(0, 10) == 0
+    files = Timeline(resets=False, max_gap=1000)  # no forward resets outside MPEG-TS
+    assert [files.place(t, 10) for t in (0, 10, 5000)] == [0, 10, 5000]
+
+
+def test_best_effort_uses_dts_when_pts_are_scrambled() -> None:
+    class F:
+        def __init__(self, pts: int | None, dts: int | None) -> None:
+            self.pts, self.dts = pts, dts
+
+    avi = [F(1, 2), F(4, 3), F(3, 4), F(5, 5), F(2, 6), F(8, 7), F(7, 8), F(6, None)]
+    assert [t for _, t in best_effort(avi, 3)] == [2, 3, 4, 5, 6, 7, 8, 9]
+    mp4 = [F(0, -2), F(1, -1), F(2, 0), F(3, 1)]  # B-frames, pts in order: keep them
+    assert [t for _, t in best_effort(mp4, 3)] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "matrix, expected",
+    [
+        ((65536, 0, 0, 0, 65536), Orientation()),
+        ((0, -65536, 0, 65536, 0), Orientation(True, False, True)),  # 90 counter-clockwise
+        ((0, 65536, 0, -65536, 0), Orientation(True, True, False)),  # 90 clockwise
+        ((-65536, 0, 0, 0, -65536), Orientation(False, True, True)),  # 180
+        ((-65536, 0, 0, 0, 65536), Orientation(False, True, False)),  # mirrored
+    ],
+)
+def test_display_matrix_to_orientation(matrix: tuple[int, ...],
+                                       expected: Orientation) -> None:
+    got = from_display_matrix([*matrix, 0, 0, 0, 1 << 30])
+    assert got == expected
+    image = np.arange(6).reshape(2, 3, 1)
+    turns = {(True, False, True): 1, (True, True, False): 3, (False, True, True): 2}
+    key = (got.transpose, got.flip_x, got.flip_y)
+    if key in turns:
+        assert np.array_equal(got.apply(image), np.rot90(image, turns[key]))
+        assert got.rotation == 90 * turns[key] and not got.mirrored
+    assert got.size(640, 360) == ((360, 640) if got.transpose else (640, 360))
+
+
+def test_square_pixels() -> None:
+    assert square_size(720, 576, Fraction(16, 15)) == (768, 576)
+    assert square_size(720, 480, Fraction(8, 9)) == (720, 540)
+    assert square_size(640, 360, None) == square_size(640, 360, Fraction(0)) == (640, 360)
+    assert square_size(640, 360, Fraction(100)) == (640, 360)  # implausible: ignored
 
 
 def test_audio_is_reported_for_pass_through(tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ class RunReport:
     status: str  # finished | interrupted | terminated | the reason a stage stopped the run
     interrupted: bool = False
     warning: str | None = None  # e.g. a live source that ended early
+    notes: tuple[str, ...] = ()  # input oddities worked around, e.g. timestamp discontinuities
 
 
 class _Collect(Stage):
@@ -306,7 +307,7 @@ class Tracker:
         if pipe.stop_reason and not interrupted:
             status = pipe.stop_reason
         report = RunReport(video.info, metrics, track.stats, tuple(names), status, interrupted,
-                           video.warning)
+                           video.warning, tuple(video.notes))
         self.last_report = report
         problem = None if (interrupted or pipe.stop_reason) else input_problem(video, metrics)
         if problem is not None:

@@ -104,6 +104,7 @@ def run_tracker(config_path: str | None, overrides: dict[str, Any],
         failed: RunReport | None = getattr(exc, "report", None)
         if failed is not None:
             console.print(summary_table(failed, "input problem"))
+            _print_notes(console, failed)
         raise
     finally:
         tracker.close()
@@ -115,6 +116,13 @@ def run_tracker(config_path: str | None, overrides: dict[str, Any],
     elif report.warning and status == "finished":
         status = "source ended early"
     console.print(summary_table(report, status))
+    _print_notes(console, report)
     if report.warning and code == ExitCode.OK:
         console.print(f"warning: {report.warning}", markup=False, highlight=False, soft_wrap=True)
     return code
+
+
+def _print_notes(console: Console, report: RunReport) -> None:
+    """One ``warning:`` line per oddity of the input that the run worked around."""
+    for note in report.notes:
+        console.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)

@@ -16,18 +16,19 @@ happens in :meth:`VideoSource.items`, which the pipeline runs on the source stag
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from fractions import Fraction
-from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 
 from tracker.errors import CameraNotFound, SourceError  # noqa: F401 (re-exported)
+from tracker.io.integrity import mp4_problem, truncation  # noqa: F401 (re-exported)
+from tracker.io.opening import frame_count, open_container, stream_fps
+from tracker.io.orient import Orientation, frame_orientation, square_size
 from tracker.io.specs import (  # noqa: F401 (re-exported: the names of tracker.io.source)
     _US_TIMEOUT_SCHEMES,
     HTTP_SCHEMES,
@@ -38,38 +39,29 @@ from tracker.io.specs import (  # noqa: F401 (re-exported: the names of tracker.
     source_kind,
     webcam_device,
 )
+from tracker.io.timeline import MAX_GAP_S, Timeline, allows_resets, best_effort
 from tracker.runtime.pipeline import Stage
 from tracker.types import Frame
 
 DEFAULT_OPTIONS = SourceOptions()
 MAX_BAD_PACKETS = 50  # undecodable packets in a row before a source gives up
-
-
-def _fps(stream: av.video.stream.VideoStream) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return float(rate) if rate else 0.0
-
-
-def _frame_count(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                 fps: float) -> int | None:
-    if stream.frames:
-        return int(stream.frames)
-    if stream.duration is not None and stream.time_base is not None:
-        return max(1, round(float(stream.duration * stream.time_base) * fps)) if fps else None
-    if container.duration is not None and fps:
-        return max(1, round(container.duration / av.time_base * fps))
-    return None
+LOOKAHEAD = 3  # frames of a file decoded ahead to choose between pts and dts (BestEffort)
 
 
 class VideoSource(Stage):
     """A decoding source stage; yields :class:`Frame` s with RGB images and container times.
 
+    Frames are as displayed: turned by the stream's display matrix and stretched to square
+    pixels (see :mod:`tracker.io.orient`), always ``info.width`` x ``info.height`` (a stream
+    that changes size mid-way is resized back). Times always increase: a timestamp
+    discontinuity (joined segments) shifts the later frames on, noted in :attr:`notes`.
+
     Damaged files are decoded as far as possible: undecodable packets are skipped and counted,
-    and a file that ends early or had bad packets is described in :attr:`damaged` (the run
-    still processes everything that could be decoded). A live source that stalls or
-    disconnects either ends the run cleanly (the reason goes to :attr:`warning`) or, with
-    ``reconnect``, is reopened with exponential backoff. Frames are always ``info.width`` x
-    ``info.height``: a stream that changes size mid-way is resized back.
+    and a file with read errors, bad packets or a container cut short is described in
+    :attr:`damaged` (the run still processes everything that could be decoded); a frame count
+    that differs from the header's is not damage. A live source that stalls or disconnects
+    either ends the run cleanly (the reason goes to :attr:`warning`) or, with ``reconnect``,
+    is reopened with exponential backoff.
     """
 
     name = "decode"
@@ -96,6 +88,33 @@ class VideoSource(Stage):
         self.reconnects = 0
         self.damaged: str | None = None  # input truncated or corrupt (what decoded was used)
         self.warning: str | None = None  # why a live source ended early
+        self.notes: list[str] = []  # oddities worked around (timestamp discontinuities)
+        self._orient = Orientation()
+        self._size = (info.width, info.height)  # stored frames are scaled to this first
+        # (container, first frame or None, the rest, or the error) decoded by prime()
+        self._primed: tuple[object, list[av.VideoFrame], Iterator[av.VideoFrame],
+                            BaseException | None] | None = None
+
+    def prime(self) -> None:
+        """Decode the first frame now: its display matrix and the pixel aspect ratio make
+        ``info.width`` x ``info.height`` the displayed size. An error is raised by
+        :meth:`frames` instead, where it would have happened anyway."""
+        rest = self._decoded(self.container)
+        try:
+            head = [next(rest)]
+        except StopIteration:
+            head = []
+        except (av.FFmpegError, OSError, SourceError) as exc:
+            self._primed = (self.container, [], iter(()), exc)
+            return
+        self._primed = (self.container, head, rest, None)
+        stored = (self.info.width, self.info.height)
+        sar = self.stream.sample_aspect_ratio or self.stream.codec_context.sample_aspect_ratio
+        self._size = square_size(*stored, sar)
+        self._orient = frame_orientation(head[0]) if head else Orientation()
+        width, height = self._orient.size(*self._size)
+        self.info = replace(self.info, width=width, height=height, stored_size=stored,
+                            rotation=self._orient.rotation, mirrored=self._orient.mirrored)
 
     def attach(self, stop: threading.Event) -> None:
         self._stop = stop
@@ -104,10 +123,40 @@ class VideoSource(Stage):
         return self.frames()
 
     def frames(self) -> Iterator[Frame]:
-        """Decode frames in order. ``time`` is ``pts * time_base`` in seconds; for live sources
-        it is counted from the first frame. Raises :class:`SourceError` when nothing can be
+        """Decode frames in order. ``time`` is ``pts * time_base`` in seconds (the dts where the
+        pts are out of order, shifted on after a discontinuity); for live sources it is
+        counted from the first frame. Raises :class:`SourceError` when nothing can be
         read; later problems end the stream (see the class docstring)."""
         return self._live_frames() if self.info.is_live else self._file_frames()
+
+    def _frames_of(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+        """The decoded frames of ``container``, starting with those :meth:`prime` decoded."""
+        primed, self._primed = self._primed, None
+        if primed is None or primed[0] is not container:
+            yield from self._decoded(container)
+            return
+        _, head, rest, error = primed
+        if error is not None:
+            raise error
+        yield from head
+        yield from rest
+
+    def _clock(self, container: av.container.InputContainer) -> tuple[Timeline, int]:
+        """``(timeline, ticks per frame)`` for the frames of ``container``."""
+        tb = container.streams.video[0].time_base or Fraction(1, 90000)
+        step = max(1, round(1 / (Fraction(self.info.fps or 30.0) * tb)))
+        return Timeline(allows_resets(container), round(MAX_GAP_S / tb)), step
+
+    def _note_jumps(self, timeline: Timeline, tb: Fraction | None) -> None:
+        if timeline.first is None or tb is None:
+            return
+        at, jump = timeline.first
+        n = timeline.jumps
+        self.notes.append(
+            f"{self.info.spec}: video timestamps jump {'back' if jump < 0 else 'ahead'} "
+            f"{abs(float(jump * tb)):.3g} s at {float(at * tb):.3f} s ({n} discontinuit"
+            f"{'y' if n == 1 else 'ies'}, e.g. joined segments); the frames after each were "
+            "shifted to follow on, so every frame is kept")
 
     def _decoded(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         """Frames of the first video stream; single undecodable packets are skipped."""
@@ -129,27 +178,32 @@ class VideoSource(Stage):
             yield from frames
 
     def _image(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame as displayed, in RGB (scaled to square pixels, then turned)."""
+        w, h = self._size
+        size: dict[str, object] = {}
+        if (frame.width, frame.height) != (w, h):
+            shrink = frame.width * frame.height > w * h
+            size = dict(width=w, height=h, interpolation="AREA" if shrink else "BICUBIC")
         try:
-            image = frame.to_ndarray(format="rgb24")
+            image = frame.to_ndarray(format="rgb24", **size)
         except (av.FFmpegError, ValueError) as exc:
             raise SourceError(
                 f"{self.info.spec}: cannot convert pixel format {frame.format.name} to RGB "
                 f"({exc}); convert the video, e.g. to H.264 yuv420p"
             ) from None
-        w, h = self.info.width, self.info.height
-        if image.shape[:2] != (h, w):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        return image
+        return self._orient.apply(image)
 
     def _file_frames(self) -> Iterator[Frame]:
         tb = self.stream.time_base
         fps = self.info.fps or 30.0
+        timeline, step = self._clock(self.container)
         index = 0
         try:
-            for frame in self._decoded(self.container):
+            for frame, pts in best_effort(self._frames_of(self.container), LOOKAHEAD):
                 if self.max_frames and index >= self.max_frames:
                     return
-                t = index / fps if frame.pts is None or tb is None else float(frame.pts * tb)
+                t = index / fps if pts is None or tb is None else \
+                    float(timeline.place(pts, step) * tb)
                 yield Frame(index=index, time=t, image=self._image(frame), wall_time=time.time())
                 index += 1
         except av.error.ExitError:
@@ -161,53 +215,68 @@ class VideoSource(Stage):
                 raise SourceError(f"{self.info.spec}: decoding failed: {exc}") from None
             self._note_damage(index, f"read error: {exc}")
             return
+        finally:
+            self._note_jumps(timeline, tb)
         self._note_damage(index, None)
 
     def _note_damage(self, decoded: int, reason: str | None) -> None:
-        expected = int(self.stream.frames or 0) if self.info.kind == "file" else 0
-        short = expected > 0 and decoded < expected and not self.max_frames
-        if not (reason or short or self.bad_packets):
+        """Set :attr:`damaged` when there is evidence: a read error, undecodable packets or a
+        container cut short (the header's frame count alone is none)."""
+        cut = truncation(self.info.path) if self.info.path else None
+        if not (reason or cut or self.bad_packets):
             return
-        parts = [f"decoded {decoded} of {expected} frames" if expected else
+        expected = (self.stream.frames or self.info.frame_count or 0) if self.info.kind == "file" \
+            else 0
+        parts = [f"decoded {decoded} of {expected} frames" if expected > decoded else
                  f"decoded {decoded} frames"]
         if self.bad_packets:
             parts.append(f"{self.bad_packets} undecodable packets skipped")
-        if reason:
-            parts.append(reason)
+        parts += [r for r in (reason, cut) if r]
         self.damaged = (f"{self.info.spec} is truncated or damaged ({'; '.join(parts)}); "
                         "the outputs hold every frame that could be decoded")
 
     def _live_frames(self) -> Iterator[Frame]:
         opts = self.options
         fps = self.info.fps or 30.0
+        stalled = f"no data for {opts.read_timeout_s:g} s (stream stalled)"
         index, failures = 0, 0
         offset, last_t, last_wall = 0.0, 0.0, 0.0
         container: av.container.InputContainer | None = self.container
         while container is not None:
             tb = container.streams.video[0].time_base
-            first_pts: int | None = None
+            timeline, step = self._clock(container)
+            first: int | None = None
+            ended = False
+            heard = time.time()  # when the source last gave a frame
             try:
-                for frame in self._decoded(container):
+                for frame, pts in best_effort(self._frames_of(container)):
                     if self.max_frames and index >= self.max_frames:
                         return
                     wall = time.time()
-                    if frame.pts is None or tb is None:
+                    if pts is None or tb is None:
                         t = offset + index / fps
                     else:
-                        first_pts = frame.pts if first_pts is None else first_pts
-                        t = offset + float((frame.pts - first_pts) * tb)
+                        placed = timeline.place(pts, step)
+                        first = placed if first is None else first
+                        t = offset + float((placed - first) * tb)
                     yield Frame(index=index, time=t, image=self._image(frame), wall_time=wall)
                     index, failures, last_t, last_wall = index + 1, 0, t, wall
-                reason = "stream ended"
+                    heard = time.time()
+                ended = True
+                reason = ("the stream ended early (the server closed the connection)"
+                          if self.info.kind == "url" else "the source stopped sending frames")
             except av.error.ExitError:
-                reason = f"no data for {self.options.read_timeout_s:g} s (stream stalled)"
+                reason = stalled
             except (av.FFmpegError, OSError, SourceError) as exc:
-                reason = f"stream error: {exc}"
+                # some demuxers (RTSP) report a read cut off by the timeout as bad data
+                late = time.time() - heard >= opts.read_timeout_s
+                reason = stalled if late else f"stream error: {exc}"
+            finally:
+                self._note_jumps(timeline, tb)
             if not opts.reconnect or self._reopen is None:
-                if reason != "stream ended":
-                    if index == 0:
-                        raise SourceError(f"{self.info.spec}: {reason}")
-                    self.warning = f"{self.info.spec}: {reason}; the run ended there"
+                if index == 0 and not ended:
+                    raise SourceError(f"{self.info.spec}: {reason}")
+                self.warning = f"{self.info.spec}: {reason}; the run ended there"
                 return
             container, failures = self._reconnect(reason, failures)
             if index:
@@ -255,96 +324,6 @@ class VideoSource(Stage):
             self._close_container()
 
 
-def mp4_problem(path: Path) -> str | None:
-    """Why an MP4/MOV file cannot be opened (cut off, no index), or None if it is not one.
-
-    Walks the top-level boxes: a box running past the end of the file means the file was cut
-    off; no ``moov`` box means its index was never written (recording not finished).
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[4:8] != b"ftyp":
-                return None
-            pos, seen = 0, set()
-            while pos + 8 <= size:
-                f.seek(pos)
-                header = f.read(16)
-                box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if box_size == 1 and len(header) == 16:
-                    box_size = int.from_bytes(header[8:16], "big")
-                elif box_size == 0:
-                    box_size = size - pos
-                if box_size < 8:
-                    return "a damaged MP4 (bad box structure)"
-                seen.add(kind)
-                pos += box_size
-    except OSError:
-        return None
-    if b"moov" in seen and pos <= size:
-        return None
-    return ("an incomplete MP4: it was cut off or its index (moov atom) was never written, so "
-            "no frame can be located; recover it with a tool such as untrunc, or re-export it")
-
-
-def _open(spec: str, kind: str, opts: SourceOptions) -> av.container.InputContainer:
-    timeout = (max(opts.open_timeout_s, 0.01), max(opts.read_timeout_s, 0.01))
-    if kind == "file":
-        path = Path(spec)
-        if not path.exists():
-            raise SourceError(f"no such file: {spec}")
-        if path.is_dir():
-            raise SourceError(f"is a directory, not a video: {spec}")
-        if not os.access(path, os.R_OK):
-            raise SourceError(f"cannot read {spec}: permission denied")
-        try:
-            return av.open(str(path))
-        except (av.error.InvalidDataError, av.error.DecoderNotFoundError):
-            problem = mp4_problem(path)
-            if problem is not None:
-                raise SourceError(f"cannot decode {spec}: {problem}") from None
-            raise SourceError(f"not a video file (unrecognised format): {spec}") from None
-        except av.error.EOFError:
-            raise SourceError(f"no video frames in {spec}: the file ends before its first "
-                              "frame") from None
-        except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"cannot open {spec}: {exc}") from None
-    if kind == "lavfi":
-        graph = spec[len("lavfi:"):]
-        try:
-            return av.open(graph, format="lavfi")
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise SourceError(f"bad lavfi source {graph!r}: {exc}") from None
-    if kind == "webcam":
-        which = spec.partition(":")[2] or "0"
-        device, fmt = webcam_device(which)
-        if fmt == "v4l2" and not Path(device).exists():
-            raise CameraNotFound(f"no webcam found at {device} ({spec})")
-        options: dict[str, str] = {}
-        if opts.webcam_size:
-            options["video_size"] = opts.webcam_size
-        if opts.webcam_fps:
-            options["framerate"] = f"{opts.webcam_fps:g}"
-        try:
-            return av.open(device, format=fmt, options=options, timeout=timeout)
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise CameraNotFound(f"cannot open webcam {which!r} ({fmt} {device}): {exc}") \
-                from None
-    scheme = spec.split("://", 1)[0].lower()
-    options = {}
-    if scheme in _US_TIMEOUT_SCHEMES:
-        options["timeout"] = str(int(opts.open_timeout_s * 1e6))
-    if scheme in ("rtsp", "rtsps") and opts.rtsp_transport:
-        options["rtsp_transport"] = opts.rtsp_transport
-    try:
-        return av.open(spec, options=options, timeout=timeout)
-    except av.error.ExitError:
-        raise SourceError(f"timed out after {opts.open_timeout_s:g} s opening {spec}") from None
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise SourceError(f"cannot open {spec}: {exc}") from None
-
-
 def open_source(spec: str, options: SourceOptions = DEFAULT_OPTIONS, *,
                 max_frames: int = 0) -> VideoSource:
     """Open ``spec`` (see module docstring) and return a source stage that stops after
@@ -353,7 +332,14 @@ def open_source(spec: str, options: SourceOptions = DEFAULT_OPTIONS, *,
     if not spec:
         raise SourceError("empty source")
     kind = source_kind(spec)
-    container = _open(spec, kind, options)
+
+    def reopen() -> av.container.InputContainer:
+        again = open_container(spec, kind, options)
+        if again.streams.video and again.streams.video[0].codec_context is not None:
+            again.streams.video[0].thread_type = "AUTO"
+        return again
+
+    container = open_container(spec, kind, options)
     try:
         if not container.streams.video:
             raise SourceError(f"no video stream in {spec}")
@@ -364,12 +350,12 @@ def open_source(spec: str, options: SourceOptions = DEFAULT_OPTIONS, *,
                 "convert it, e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
             )
         stream.thread_type = "AUTO"
-        fps = _fps(stream)
+        fps = stream_fps(stream)
         scheme = spec.split("://", 1)[0].lower() if kind == "url" else ""
         is_live = kind == "webcam" or scheme in LIVE_SCHEMES or (
             scheme in HTTP_SCHEMES and container.duration is None
         )
-        count = None if is_live else _frame_count(container, stream, fps)
+        count = None if is_live else frame_count(container, stream, fps)
         if max_frames:
             count = max_frames if count is None else min(count, max_frames)
         width, height = stream.codec_context.width, stream.codec_context.height
@@ -387,14 +373,10 @@ def open_source(spec: str, options: SourceOptions = DEFAULT_OPTIONS, *,
             frame_count=count,
             has_audio=bool(container.streams.audio),
         )
+        source = VideoSource(container, info, options, max_frames=max_frames, reopen=reopen)
+        source.prime()
     except BaseException:
         container.close()
         raise
+    return source
 
-    def reopen() -> av.container.InputContainer:
-        again = _open(spec, kind, options)
-        if again.streams.video and again.streams.video[0].codec_context is not None:
-            again.streams.video[0].thread_type = "AUTO"
-        return again
-
-    return VideoSource(container, info, options, max_frames=max_frames, reopen=reopen)

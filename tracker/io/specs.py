@@ -37,7 +37,9 @@ SourceConfig = SourceOptions  # its name in tracker.config
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
-    """What is known about an opened source."""
+    """What is known about an opened source. ``width`` x ``height`` is the frame as displayed
+    (the size of the frames it yields): turned by its display matrix and stretched to square
+    pixels from ``stored_size``, the frames' size in the stream."""
 
     spec: str
     kind: str  # "file" | "webcam" | "url" | "lavfi"
@@ -47,8 +49,11 @@ class SourceInfo:
     time_base: Fraction
     is_live: bool
     path: str | None  # the file to read audio from for pass-through (None: live/lavfi)
-    frame_count: int | None  # exact when the container says so, else estimated from duration
+    frame_count: int | None  # the header's count, else (none, or padded) from the duration
     has_audio: bool
+    stored_size: tuple[int, int] | None = None  # (width, height) as coded; None: as displayed
+    rotation: int = 0  # counter-clockwise degrees the stored frames are turned to display
+    mirrored: bool = False  # the display matrix also mirrors them
 
     @property
     def policy(self) -> str:

@@ -2,7 +2,8 @@
 
 ``VideoWriter`` keeps the input's timing: each frame's pts is ``round(time / time_base)`` with
 the source's time base, so frame count, timestamps and duration match the input. The source's
-audio packets are remuxed untouched (no re-encode), interleaved with the video as it is written.
+audio is interleaved with the video as it is written: remuxed untouched when the output can
+carry its codec, else re-encoded to AAC (see :mod:`tracker.outputs.audio`).
 
 MP4/MOV files are written fragmented (``moov`` first, then a ``moof``+``mdat`` pair per
 :data:`FRAGMENT_S` of video, an ``mfra`` seek index at the end) and append-only, and only whole
@@ -19,9 +20,10 @@ import os
 import sys
 import threading
 import time as _time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from fractions import Fraction
+from pathlib import Path
 from types import TracebackType
 
 import av
@@ -29,6 +31,11 @@ import cv2
 import numpy as np
 
 from tracker.errors import EncodeError, PreviewUnavailable  # noqa: F401 (re-exported)
+from tracker.io.integrity import mp4_problem
+from tracker.io.opening import video_time_base
+from tracker.outputs.audio import AudioFeed
+from tracker.outputs.fragments import SYNC_S, FragmentFile  # noqa: F401 (SYNC_S re-exported)
+from tracker.outputs.fragments import FragmentFile as _FragmentFile  # noqa: F401 (old name)
 from tracker.outputs.render import draw_hud
 
 X264_PRESETS = (
@@ -53,106 +60,11 @@ FRAGMENT_S = 0.5
 # delay_moov, not empty_moov: the moov is written with the first fragment, once the first
 # timestamps are known, so start offsets (edit lists) stay exact as in an unfragmented file.
 _MOVFLAGS = "frag_keyframe+delay_moov+default_base_moof"
-SYNC_S = 1.0  # at most one fdatasync of the video file per this many seconds
 
 
 def _reason(exc: BaseException) -> str:
     """An OS or FFmpeg error as words, without the errno ("No space left on device")."""
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-
-
-class _FragmentFile:
-    """Append-only output file that writes only whole top-level MP4 boxes.
-
-    Bytes from the muxer are held until the box they belong to is complete; a ``moof`` is
-    held until its ``mdat`` is complete too, so the file on disk always ends after a whole
-    fragment. On a write error the file is truncated back to that point, and every later
-    write fails with the same error. Not seekable, so the muxer never rewrites what it wrote.
-    """
-
-    def __init__(self, path: str, *, sync: bool = True) -> None:
-        self.name = path  # the muxer guesses the format from it
-        self._fd = -1
-        self._pending = bytearray()
-        self._sync = sync
-        self._synced_at = _time.monotonic()
-        self.size = 0  # bytes on disk, all in whole boxes
-        self.error: OSError | None = None
-        self.closed = False
-
-    def open(self) -> None:
-        """Create (or truncate) the file; before the first write."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-        self._fd = os.open(self.name, flags, 0o666)
-
-    def write(self, data: bytes) -> int:
-        if self.error is not None:
-            raise self.error
-        self._pending += data
-        end = self._complete_end()
-        if end:
-            self._write_out(end)
-        return len(data)
-
-    def _complete_end(self) -> int:
-        """Bytes of ``_pending`` that end a whole box which is not a ``moof``."""
-        buf, pos, end = self._pending, 0, 0
-        while pos + 8 <= len(buf):
-            size = int.from_bytes(buf[pos:pos + 4], "big")
-            if size == 1:  # 64-bit size follows the type
-                if pos + 16 > len(buf):
-                    break
-                size = int.from_bytes(buf[pos + 8:pos + 16], "big")
-            if size < 8 or pos + size > len(buf):  # incomplete (or "to end of file": size 0)
-                break
-            pos += size
-            if buf[pos - size + 4:pos - size + 8] != b"moof":
-                end = pos
-        return end
-
-    def _write_out(self, end: int) -> None:
-        chunk = memoryview(self._pending[:end])  # a copy: _pending stays resizable
-        del self._pending[:end]
-        try:
-            done = 0
-            while done < end:  # a short write (the disk filling up) then raises
-                done += os.write(self._fd, chunk[done:])
-            self.size += end
-            if self._sync and _time.monotonic() - self._synced_at >= SYNC_S:
-                self._synced_at = _time.monotonic()
-                getattr(os, "fdatasync", os.fsync)(self._fd)
-        except OSError as exc:
-            self.error = exc
-            self._pending.clear()
-            try:
-                os.ftruncate(self._fd, self.size)  # back to the last whole fragment
-            except OSError:
-                pass
-            raise
-
-    def close(self) -> None:
-        """Sync and close; bytes of an unfinished box (a fragment cut short) are dropped."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._fd < 0:
-            return
-        try:
-            if self._sync and self.error is None and self.size:
-                getattr(os, "fdatasync", os.fsync)(self._fd)
-        finally:
-            os.close(self._fd)
-
-
-def _probe_video_time_base(path: str) -> Fraction | None:
-    """Time base of the first video stream of ``path``; None if it has none or cannot be read."""
-    try:
-        with av.open(path) as container:
-            if container.streams.video:
-                return Fraction(container.streams.video[0].time_base)
-    except (av.FFmpegError, OSError):
-        return None
-    return None
 
 
 class VideoWriter:
@@ -166,9 +78,11 @@ class VideoWriter:
     Odd widths or heights are padded by one replicated row/column to the next even size
     (yuv420p needs even dimensions); ``width``/``height`` give the encoded size.
     Frames whose pts would not increase are nudged to ``last + 1`` (counted in ``adjusted``).
-    Audio is written up to the end of the last video frame; an audio codec the container
-    cannot hold is dropped with a warning. ``close()`` is idempotent and always finalises
-    the file, also after an exception or KeyboardInterrupt. Thread-safe: write and close
+    Audio is written up to the end of the last video frame, its timestamps made to increase
+    as the source's video times are (see :class:`~tracker.io.timeline.Timeline`); audio that
+    can be neither copied nor re-encoded is dropped with a warning. ``close()`` is idempotent
+    and always finalises the file, also after an exception or KeyboardInterrupt, and raises
+    :class:`EncodeError` if the MP4 came out without its index. Thread-safe: write and close
     may be called from different threads.
 
     MP4/MOV output is fragmented (see the module docstring); ``sync`` fdatasyncs it at most
@@ -204,20 +118,16 @@ class VideoWriter:
         self.fps = float(fps)
         tb = time_base
         if tb is None and audio_source is not None:
-            tb = _probe_video_time_base(audio_source)
+            tb = video_time_base(audio_source)
         self.time_base = Fraction(tb) if tb is not None else DEFAULT_TIME_BASE
         self.frame_ticks = max(1, round(1 / (Fraction(self.fps) * self.time_base)))
         self.frames_written = 0
-        self.audio_packets_written = 0
         self.adjusted = 0
         self._last_pts: int | None = None
         self._closed = False
         self._lock = threading.Lock()
-        self._audio_in: av.container.InputContainer | None = None
-        self._audio_out: av.audio.stream.AudioStream | None = None
-        self._audio_packets: Iterator[av.Packet] | None = None
-        self._pending: av.Packet | None = None
-        self._file: _FragmentFile | None = None
+        self._audio: AudioFeed | None = None
+        self._file: FragmentFile | None = None
         self._failed = False
 
         parent = os.path.dirname(os.path.abspath(path))
@@ -236,14 +146,14 @@ class VideoWriter:
             self._container.close()
             if self._file is not None:
                 self._file.close()
-            if self._audio_in is not None:
-                self._audio_in.close()
+            if self._audio is not None:
+                self._audio.close()
             raise
 
     def _open(self, path: str, sync: bool) -> av.container.OutputContainer:
-        """The output container; MP4/MOV go through a :class:`_FragmentFile`."""
+        """The output container; MP4/MOV go through a :class:`FragmentFile`."""
         try:
-            self._file = _FragmentFile(path, sync=sync)
+            self._file = FragmentFile(path, sync=sync)
             container = av.open(self._file, "w")  # creates nothing (opened once set up)
             if container.format.name in _FRAGMENTED_MUXERS:
                 return container
@@ -276,22 +186,17 @@ class VideoWriter:
 
     def _add_audio(self, audio_source: str) -> None:
         try:
-            self._audio_in = av.open(audio_source)
-        except (av.FFmpegError, OSError) as exc:
+            self._audio = AudioFeed(audio_source, self._container, self.path,
+                                    mp4=self._container.format.name in _MOV_MUXERS)
+        except (av.FFmpegError, OSError, ValueError) as exc:
             raise EncodeError(f"cannot read audio from {audio_source!r}: {_reason(exc)}") from None
-        if not self._audio_in.streams.audio:
-            self._audio_in.close()
-            self._audio_in = None
-            return
-        src = self._audio_in.streams.audio[0]
-        codec = src.codec_context.name
-        if codec not in self._container.supported_codecs:
-            log.warning("audio codec %s cannot go in %s; output has no audio", codec, self.path)
-            self._audio_in.close()
-            self._audio_in = None
-            return
-        self._audio_out = self._container.add_stream_from_template(src)
-        self._audio_packets = (p for p in self._audio_in.demux(src) if p.dts is not None)
+        if self._audio.stream is None:
+            self._audio.close()
+            self._audio = None
+
+    @property
+    def audio_packets_written(self) -> int:
+        return self._audio.packets_written if self._audio is not None else 0
 
     def _set_mov_options(self) -> None:
         """Fragment MP4/MOV output (see the module docstring) and keep start offsets exact.
@@ -306,31 +211,16 @@ class VideoWriter:
             self._container.options["movflags"] = _MOVFLAGS
             self._container.options["frag_duration"] = str(round(FRAGMENT_S * 1e6))
         scale = self.time_base.denominator
-        if self._audio_out is not None:
-            scale = math.lcm(scale, Fraction(self._audio_out.time_base).denominator)
+        if self._audio is not None and self._audio.stream is not None:
+            scale = math.lcm(scale, Fraction(self._audio.stream.time_base).denominator)
         if scale > 2**31 - 1:
             scale = self.time_base.denominator
         self._container.options["movie_timescale"] = str(scale)
 
     def _mux_audio_until(self, limit: Fraction, *, inclusive: bool) -> None:
-        """Remux source audio packets that start before ``limit`` seconds (or at it)."""
-        if self._audio_packets is None:
-            return
-        while True:
-            if self._pending is None:
-                self._pending = next(self._audio_packets, None)
-                if self._pending is None:
-                    self._audio_packets = None
-                    return
-            packet = self._pending
-            ts = packet.pts if packet.pts is not None else packet.dts
-            start = ts * Fraction(packet.time_base)
-            if start > limit or (start == limit and not inclusive):
-                return
-            packet.stream = self._audio_out
-            self._container.mux(packet)
-            self.audio_packets_written += 1
-            self._pending = None
+        """Mux source audio packets that start before ``limit`` seconds (or at it)."""
+        if self._audio is not None:
+            self._audio.mux_until(self._container, limit, inclusive=inclusive)
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         w, h = self.source_size
@@ -389,13 +279,16 @@ class VideoWriter:
             except (OSError, av.FFmpegError) as exc:
                 if not failed:
                     raise self._failure(exc) from None
+            if self._file is not None and self.frames_written and not failed and \
+                    mp4_problem(Path(self.path)):  # a muxer that failed without saying so
+                raise EncodeError(f"cannot write {self.path}: the MP4 muxer wrote no index")
 
     def _finish(self) -> None:
         with ExitStack() as cleanup:  # every step runs even if an earlier one raised
             if self._file is not None:
                 cleanup.callback(self._file.close)  # last: after the trailer
-            if self._audio_in is not None:
-                cleanup.callback(self._audio_in.close)
+            if self._audio is not None:
+                cleanup.callback(self._audio.close)
             cleanup.callback(self._container.close)
             if self._failed:
                 return
