@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
+import numba as nb
 import numpy as np
 
 from tracker.detect.detectors import Detector, create_detector
 from tracker.engines.base import DEFAULT_MAX_BATCH, Engine
-from tracker.engines.registry import create_engine
+from tracker.engines.registry import CPU_ONNX_ENGINES, create_cpu_engine, create_engine, resolve_engine
 from tracker.geometry import box_affine
-from tracker.models.checkpoint import DEFAULT_WEIGHTS, Checkpoint, load_checkpoint
+from tracker.models.checkpoint import DEFAULT_WEIGHTS, Checkpoint, ModelInfo, load_checkpoint
 from tracker.types import Box
 
 
@@ -35,8 +38,10 @@ class Landmarker:
     Not thread-safe: one landmarker per thread.
     """
 
-    def __init__(self, checkpoint: Checkpoint, engine: Engine,
+    def __init__(self, checkpoint: Checkpoint | ModelInfo, engine: Engine,
                  detector: Detector | None = None) -> None:
+        """``checkpoint``: the loaded model, or only its :class:`ModelInfo` (the CPU engines
+        need no torch module)."""
         self.checkpoint = checkpoint
         self.engine = engine
         self.detector = detector
@@ -44,6 +49,9 @@ class Landmarker:
         self.channels = checkpoint.net.in_channels
         self.preprocess = checkpoint.preprocess
         self.point_offset = checkpoint.point_offset
+        k = checkpoint.net.n_points
+        self._offset = (np.zeros((k, 2), np.float32) if self.point_offset is None
+                        else np.ascontiguousarray(self.point_offset, np.float32))
         self._reserve(1, force=True)
 
     @classmethod
@@ -58,12 +66,15 @@ class Landmarker:
     def warmup(self, max_faces: int = 1) -> None:
         """Run every batch size that up to ``max_faces`` faces can use through every step
         (loads compiled kernels, allocates engine memory, compiles OpenVINO's per-batch-size
-        graphs before the first frame): 1..8, then powers of two up to 64."""
-        from tracker.engines.openvino import warm_sizes
+        graphs before the first frame): the sizes of a tuned engine's plan, else 1..8, then
+        powers of two up to 64."""
+        sizes = getattr(self.engine, "warm_sizes", None)
+        if sizes is None:
+            from tracker.engines.openvino import warm_sizes as sizes
 
         image = np.zeros((self.size * 2, self.size * 2, 3), np.uint8)
         box = Box(0.5 * self.size, 0.5 * self.size, 1.5 * self.size, 1.5 * self.size)
-        for n in warm_sizes(max_faces):
+        for n in sizes(max_faces):
             self.predict(image, [box] * n)
 
     def _reserve(self, n: int, force: bool = False) -> None:
@@ -94,20 +105,86 @@ class Landmarker:
             self._to_frame[i] = cv2.invertAffineTransform(m)
         x = self.preprocess(self._crops[:n], out=self._input[:n])
         points, conf = self.engine.predict(x)
-        if self.point_offset is not None:
-            points = points + self.point_offset
-        inv = self._to_frame[:n]
-        pts = (np.matmul(points, inv[:, :, :2].transpose(0, 2, 1)) + inv[:, None, :, 2])
-        pts = pts.astype(np.float32)
         conf = np.ascontiguousarray(conf, dtype=np.float32)
-        presence = conf.mean(axis=1)
-        lo = pts.min(axis=1)
-        hi = pts.max(axis=1)
-        return [
-            FacePrediction(pts[i], conf[i], float(presence[i]),
-                           Box(float(lo[i, 0]), float(lo[i, 1]), float(hi[i, 0]), float(hi[i, 1])))
-            for i in range(n)
-        ]
+        pts = np.empty((n, points.shape[1], 2), np.float32)
+        box = np.empty((n, 4), np.float64)
+        presence = np.empty(n, np.float32)
+        _to_frame(np.ascontiguousarray(points, np.float32), self._offset, self._to_frame[:n],
+                  conf, pts, box, presence)
+        if conf.shape[1] > PAIRWISE_MAX:  # NumPy's sum recurses above one block
+            presence = conf.mean(axis=1)
+        return [FacePrediction(pts[i], conf[i], float(presence[i]), Box(*box[i].tolist()))
+                for i in range(n)]
+
+
+PAIRWISE_MAX = 128  # NumPy sums blocks of up to this many values with 8 running sums
+
+
+@nb.njit(cache=True, nogil=True)
+def _block_sum(a: np.ndarray) -> np.float32:
+    """float32 sum of ``a`` (at most PAIRWISE_MAX values) in NumPy's pairwise order: the
+    same bits as ``a.sum()`` (tested). Not recursive: Numba's cache breaks recursion."""
+    n = a.size
+    if n < 8:
+        res = np.float32(-0.0)
+        for i in range(n):
+            res += a[i]
+        return res
+    r = a[:8].copy()
+    i = 8
+    while i < n - n % 8:
+        for j in range(8):
+            r[j] += a[i + j]
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        res += a[i]
+        i += 1
+    return res
+
+
+@nb.njit(cache=True, nogil=True)
+def _to_frame(points: np.ndarray, offset: np.ndarray, inv: np.ndarray, conf: np.ndarray,
+              out: np.ndarray, box: np.ndarray, presence: np.ndarray) -> None:
+    """Heatmap points ``(N, K, 2)`` plus the calibration ``offset`` ``(K, 2)`` (float32 sum)
+    through each crop's inverse affine ``inv`` (N, 2, 3) (float64) into frame pixels ``out``
+    (float32), their tight box ``box`` (N, 4) (NaN where any point is NaN), and ``presence``,
+    the mean of each face's ``conf`` as ``conf.mean(axis=1)`` computes it (K <= PAIRWISE_MAX)."""
+    n, k = points.shape[0], points.shape[1]
+    for i in range(n):
+        presence[i] = _block_sum(conf[i]) / np.float32(k)
+        a00, a01, a02 = inv[i, 0, 0], inv[i, 0, 1], inv[i, 0, 2]
+        a10, a11, a12 = inv[i, 1, 0], inv[i, 1, 1], inv[i, 1, 2]
+        x0 = y0 = np.inf
+        x1 = y1 = -np.inf
+        nan_x = nan_y = False
+        for j in range(k):
+            px = np.float64(points[i, j, 0] + offset[j, 0])
+            py = np.float64(points[i, j, 1] + offset[j, 1])
+            x = np.float32(px * a00 + py * a01 + a02)
+            y = np.float32(px * a10 + py * a11 + a12)
+            out[i, j, 0] = x
+            out[i, j, 1] = y
+            nan_x |= math.isnan(x)
+            nan_y |= math.isnan(y)
+            x0, x1 = min(x0, x), max(x1, x)
+            y0, y1 = min(y0, y), max(y1, y)
+        box[i, 0] = np.nan if nan_x else x0
+        box[i, 1] = np.nan if nan_y else y0
+        box[i, 2] = np.nan if nan_x else x1
+        box[i, 3] = np.nan if nan_y else y1
+
+
+def _load_kernels(info: ModelInfo) -> None:
+    """Load the preprocessing and heatmap-decode kernels (from Numba's disk cache)."""
+    from tracker.models import heatmap
+
+    s, k = info.net.size, info.net.n_points
+    info.preprocess(np.zeros((1, s, s, 3), np.uint8))
+    heatmap.decode(np.zeros((1, k, s, s), np.float32))
+    _to_frame(np.zeros((1, k, 2), np.float32), np.zeros((k, 2), np.float32),
+              np.zeros((1, 2, 3)), np.zeros((1, k), np.float32), np.empty((1, k, 2), np.float32),
+              np.empty((1, 4)), np.empty(1, np.float32))
 
 
 def model_name(weights: str | Path | None) -> str:
@@ -117,12 +194,33 @@ def model_name(weights: str | Path | None) -> str:
 
 def load_landmarker(weights: str | None = None, engine: str = "auto",
                     threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH,
-                    precision: str = "fp16", max_faces: int = 1) -> Landmarker:
+                    precision: str = "fp16", max_faces: int = 1,
+                    retune: bool = False) -> Landmarker:
     """The embedded default model (or ``weights``) on the requested engine, warmed up for
     1..``max_faces`` faces a call.
 
+    On a CPU, ``auto`` is the engine measured fastest on this machine (tuned on first use, see
+    :mod:`tracker.engines.tuning`; ``retune`` measures again), and the CPU engines run the
+    cached ONNX export (:mod:`tracker.engines.export`): torch is imported only to export it.
     ``max_batch`` and ``precision`` apply to GPU engines (see :mod:`tracker.engines.gpu`).
     """
+    wanted = resolve_engine(engine)
+    if wanted in CPU_ONNX_ENGINES:
+        from tracker.engines.export import model_files
+
+        files = model_files(weights)
+        # the Numba kernels load (~0.1 s, mostly Numba's one-time set-up) while OpenVINO
+        # compiles, which releases the GIL
+        kernels = threading.Thread(target=_load_kernels, args=(files.info,), daemon=True)
+        kernels.start()
+        try:
+            eng = create_cpu_engine(files, "auto" if engine == "auto" else wanted, threads,
+                                    retune=retune)
+        finally:
+            kernels.join()
+        landmarker = Landmarker(files.info, eng)
+        landmarker.warmup(max_faces)
+        return landmarker
     ckpt = load_checkpoint(weights)
     config = {"net": asdict(ckpt.net), "dkm": asdict(ckpt.dkm) if ckpt.dkm else None}
     eng = create_engine(ckpt.model, ckpt.net.size, ckpt.net.in_channels, engine, threads,

@@ -9,9 +9,15 @@ Three measurements, in this order:
    one face, detector only when the face is lost; each timed frame is track (crop + model +
    decode + ROI loop-back) plus smoothing, counted only when it ran without the detector and
    produced one face;
-3. model + heatmap decode per face at several batch sizes (the engine alone, on a real crop).
+3. where the microseconds of one tracked frame go (:mod:`tracker.tracking.profile`: cut check,
+   gating, crop warp, preprocessing, engine, decode, points to the frame, temporal model,
+   smoothing, the rest), a third pass over the frames with each step timed;
+4. model + heatmap decode per face at several batch sizes (the engine alone, on a real crop;
+   a tuned engine runs each batch as its plan says).
 
-Heavy imports (torch, models) happen inside the functions.
+With ``--engine auto`` on a CPU the report also gives the measured engine choice and every
+candidate's timing and accuracy (:mod:`tracker.engines.tuning`); ``--retune`` measures again.
+Heavy imports (models, engines) happen inside the functions.
 """
 
 from __future__ import annotations
@@ -124,7 +130,52 @@ def tracking_cost(tracker: Any) -> tuple[Percentiles, Percentiles, Any, Any]:
     return Percentiles.of(times), Percentiles.of(cpu), image, box
 
 
-def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any]:
+def tracking_profile(cfg: Any, landmarker: Any) -> dict[str, Any]:
+    """Median microseconds per step of one tracked frame (one face, detector gated off, with
+    smoothing as configured): see :mod:`tracker.tracking.profile`."""
+    from tracker.api import assembly
+    from tracker.tracking.profile import profile_frames
+
+    stage = assembly.track_stage(cfg, assembly.load_detector(cfg), landmarker,
+                                 assembly.load_denoiser(cfg))
+    source = assembly.open_video(cfg)
+    try:
+        profile = profile_frames(stage, source.items(), assembly.smooth_stage(cfg))
+    finally:
+        source.close()
+    return profile.to_json()
+
+
+def engine_choice(landmarker: Any) -> dict[str, Any] | None:
+    """The measured engine choice of a tuned engine: the choice, its batch plan, whether the
+    cached record was reused, and every candidate's ms per call and accuracy."""
+    record = getattr(landmarker.engine, "record", None)
+    if not record:
+        return None
+    return {
+        "choice": record["choice"]["label"],
+        "options": record["choice"]["options"],
+        "reused": record.get("reused"),
+        "cache": record.get("path"),
+        "tuned_at": record.get("tuned_at"),
+        "tuning_seconds": record.get("tuning_seconds"),
+        "cpu": (record.get("key") or {}).get("cpu"),
+        "check_inputs": record.get("check_inputs"),
+        "reference": record.get("reference"),
+        "plan": record["plan"],
+        "candidates": [
+            {"label": c["label"], "round": c.get("round"), "passed": c.get("passed"),
+             "error": c.get("error"), "ms_per_call": (c.get("ms_per_call") or {}).get("1"),
+             "p99_px": ((c.get("accuracy") or {}).get("1") or {}).get("p99"),
+             **({"batch_ms_per_call": c["batch_ms_per_call"]} if "batch_ms_per_call" in c
+                else {})}
+            for c in record.get("candidates", [])
+        ],
+    }
+
+
+def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int,
+              retune: bool = False) -> dict[str, Any]:
     """Everything ``tracker bench`` measures, as one JSON-ready dict."""
     from tracker.api import Tracker, TrackerOptions, assembly
 
@@ -132,12 +183,20 @@ def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any
     probe.close()
     if probe.info.is_live and not cfg.run.max_frames:
         raise CliError("a live source needs --frames N (> 0) to bench", ExitCode.USAGE)
-    with Tracker(TrackerOptions(cfg)) as tracker:
+    models: dict[str, Any] = {}
+    if retune:  # measured again before the run, then used (and cached) as usual
+        from tracker.landmarker import load_landmarker
+
+        models = {"landmarker": load_landmarker(cfg.model.weights, cfg.model.engine,
+                                                max_faces=cfg.track.max_faces, retune=True),
+                  "denoiser": assembly.load_denoiser(cfg)}
+    with Tracker(TrackerOptions(cfg), **models) as tracker:
         report = tracker.run(outputs=[cfg.run.out] if cfg.run.out else [])
         landmarker = tracker.landmarker
         gated_cfg = cfg.with_overrides({"track.max_faces": 1, "track.rescan_every": 0})
         with Tracker(TrackerOptions(gated_cfg)) as gated:
             per_frame, per_frame_cpu, image, box = tracking_cost(gated)
+        breakdown = tracking_profile(gated_cfg, landmarker)
         wall, cpu = model_ms_per_face(landmarker, image, box, batches, repeats)
     m, stats, info = report.metrics, report.stats, report.info
     tracked = stats.frames
@@ -163,7 +222,17 @@ def run_bench(cfg: Any, batches: tuple[int, ...], repeats: int) -> dict[str, Any
                                   "cpu_p50": round(per_frame_cpu.p50, 4),
                                   "cpu_p99": round(per_frame_cpu.p99, 4),
                                   "smoothing": cfg.smooth.filter != "none"},
+        "tracking_breakdown": breakdown,
+        "engine_choice": engine_choice(landmarker),
+        "cpu": _cpu_name(),
     }
+
+
+def _cpu_name() -> str:
+    from tracker.engines.tuning import cpu_signature
+
+    sig = cpu_signature()
+    return f"{sig['cpu']} ({sig['cpus']} CPUs)"
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -186,10 +255,30 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"tracking one face, detector gated off ({smooth}, {t['frames']} frames): "
                  f"p50 {t['p50']:.3f} ms, p99 {t['p99']:.3f} ms "
                  f"(thread CPU p50 {t['cpu_p50']:.3f} ms)")
+    b = r.get("tracking_breakdown") or {}
+    if b.get("frames"):
+        steps = ", ".join(f"{k} {v:.0f}" for k, v in b["steps_us_p50"].items())
+        lines.append(f"  where it goes, us p50 ({b['frames']} frames, total {b['total_us_p50']:.0f}): "
+                     f"{steps}")
     per_face = ", ".join(f"b{b}: {ms:.3f}" for b, ms in r["model_ms_per_face"].items())
     per_face_cpu = ", ".join(f"b{b}: {ms:.3f}" for b, ms in r["model_cpu_ms_per_face"].items())
     lines.append(f"model + decode ms/face  {per_face}")
     lines.append(f"  thread CPU ms/face    {per_face_cpu}")
+    choice = r.get("engine_choice")
+    if choice:
+        how = "cached" if choice["reused"] else f"measured now in {choice['tuning_seconds']} s"
+        lines.append(f"engine choice  {choice['choice']} ({how}; {choice['cache']})")
+        chunks = ", ".join(f"{n}: {'+'.join(map(str, c))}" for n, c in choice["plan"]["chunks"].items())
+        lines.append(f"  batch plan   {chunks}")
+        for c in choice["candidates"]:
+            if c["error"]:
+                lines.append(f"  round {c['round']}  {c['label']:34s} failed: {c['error']}")
+                continue
+            ms = "not timed" if c["ms_per_call"] is None else f"{c['ms_per_call']:.3f} ms"
+            verdict = "passed" if c["passed"] else "rejected"
+            lines.append(f"  round {c['round']}  {c['label']:34s} {ms:>10s}  p99 "
+                         f"{c['p99_px']:.3f} px  {verdict}")
+    lines.append(f"cpu      {r['cpu']}")
     return "\n".join(lines)
 
 
@@ -222,10 +311,14 @@ def bench_command(
         show_default=False, help="x264 preset of --out (as `tracker run --preset`).")] = None,
     batches: Annotated[str, typer.Option(help="Batch sizes for model ms/face.")] = "1,4,8,32",
     repeats: Annotated[int, typer.Option(min=1, help="Timed calls per batch size.")] = 50,
+    retune: Annotated[bool, typer.Option(
+        "--retune", help="Measure the CPU engines again (--engine auto) instead of reusing the "
+        "cached choice.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
-    """Benchmark the pipeline: fps, per-stage p50/p99, queues, drops, model ms/face."""
+    """Benchmark the pipeline: fps, per-stage p50/p99, queues, drops, model ms/face, where a
+    tracked frame's time goes, and the measured engine choice."""
     with known_errors(debug):
         from tracker.config.schema import load_config
 
@@ -234,5 +327,5 @@ def bench_command(
             "run.source": source, "run.max_frames": frames, "run.out": out, "run.preset": preset,
             "model.engine": engine, "model.weights": weights,
         })
-        report = run_bench(cfg, sizes, repeats)
+        report = run_bench(cfg, sizes, repeats, retune)
         typer.echo(json.dumps(report) if as_json else format_report(report))

@@ -1,16 +1,20 @@
-"""The engine interface, its errors, availability checks and model keys."""
+"""The engine interface, its errors, availability checks and model keys (torch is imported only
+by the checks and keys that need it)."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Protocol
+import os
+import sys
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from tracker.errors import EngineError  # noqa: F401 (re-exported)
 from tracker.models import heatmap
+
+if TYPE_CHECKING:
+    from torch import nn
 
 TENSORRT_HINT = (
     "the TensorRT engine needs an NVIDIA GPU with CUDA and torch-tensorrt: on a CUDA machine "
@@ -47,8 +51,24 @@ class HostDecode:
         return heatmap.decode(self.infer(batch))
 
 
+def nvidia_driver_present() -> bool:
+    """False when this machine certainly has no NVIDIA driver (Linux without ``/dev/nvidiactl``
+    or ``/proc/driver/nvidia``, or macOS): then CUDA is known to be absent without importing torch."""
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux"):
+        return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia")
+    return True  # elsewhere only torch can tell
+
+
 def cuda_available() -> bool:
-    """True when torch can use a CUDA GPU."""
+    """True when torch can use a CUDA GPU (torch is not imported where no NVIDIA driver is)."""
+    if not nvidia_driver_present():
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
     return torch.cuda.is_available()
 
 
@@ -74,6 +94,8 @@ def tensorrt_available() -> bool:
 
 def weights_checksum(model: nn.Module) -> str:
     """sha256 over the model's state dict (names, dtypes, shapes and values)."""
+    import torch
+
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()

@@ -3,7 +3,10 @@ built for, JSON sidecars, stale checks.
 
 Everything compiled is cached under one root, :func:`cache_root` (``$TRACKER_CACHE``, else
 ``$XDG_CACHE_HOME/tracker``, else ``~/.cache/tracker``), one folder per kind
-(:func:`cache_dir`): ``onnx/`` for ONNX exports, ``tensorrt/`` for TensorRT engines.
+(:func:`cache_dir`): ``models/`` for the CPU engines' ONNX exports with the model's configs
+(:mod:`tracker.engines.export`), ``tuning/`` for the measured engine choices
+(:mod:`tracker.engines.tuning`), ``openvino/`` for OpenVINO's compiled graphs, ``onnx/`` for
+exports of torch modules given directly, ``tensorrt/`` for TensorRT engines.
 
 An engine file is only valid for one model, input size, batch, precision, TensorRT version and
 GPU. Its name says so (:func:`engine_name`); its sidecar ``<name>.json`` records the same fields

@@ -1,12 +1,19 @@
-"""Engine names -> backends: ``auto`` resolved for this machine, the chosen engine built."""
+"""Engine names -> backends: ``auto`` resolved for this machine, the chosen engine built.
+
+Two entry points: :func:`create_engine` builds any engine from a torch module (``auto`` there
+is the static rule: GPU engines, else OpenVINO, else ONNX Runtime); :func:`create_cpu_engine`
+builds the ONNX-based CPU engines from a model's cached export without torch, and resolves
+``auto`` to the measured choice of :mod:`tracker.engines.tuning`.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+import numpy as np
 
 from tracker.engines.base import (
     CUDA_HINT,
@@ -21,6 +28,13 @@ from tracker.engines.base import (
 )
 from tracker.engines.cpu import OnnxRuntimeEngine, TorchEngine, cached_onnx
 from tracker.engines.names import ENGINES
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from tracker.engines.export import ModelFiles
+
+CPU_ONNX_ENGINES = ("openvino", "openvino-fp32", "onnxruntime")  # built from an ONNX export
 
 
 def _has_dkm(model: nn.Module) -> bool:
@@ -72,6 +86,8 @@ def create_engine(model: nn.Module, size: int, channels: int, engine: str = "aut
         wanted = "onnxruntime"
     if wanted == "torch":
         return TorchEngine(model, threads)
+    import torch
+
     key = model_key(model, f"ort-{size}-{channels}-{torch.__version__}")  # of the ONNX export
     if wanted.startswith("openvino"):
         from tracker.engines.openvino import OpenVinoEngine
@@ -85,8 +101,44 @@ def create_engine(model: nn.Module, size: int, channels: int, engine: str = "aut
             wanted = "onnxruntime"
     if wanted == "onnxruntime":
         try:
-            return OnnxRuntimeEngine(model, size, channels, key, threads)
+            return OnnxRuntimeEngine.from_model(model, size, channels, key, threads)
         except EngineError:
             if engine != "auto":
                 raise
     return TorchEngine(model, threads)
+
+
+def _note(message: str) -> None:
+    sys.stderr.write(f"note: {message}\n")
+    sys.stderr.flush()
+
+
+def create_cpu_engine(files: ModelFiles, engine: str = "auto", threads: int | None = None, *,
+                      retune: bool = False, log: Callable[[str], None] | None = _note) -> Engine:
+    """An ONNX-based CPU engine for a model's export (no torch): ``openvino`` (bf16 where the
+    CPU has native bfloat16), ``openvino-fp32``, ``onnxruntime``, or ``auto``, the measured
+    choice (tuned on first use on this machine; ``retune`` measures again)."""
+    wanted = "onnxruntime" if engine == "onnx" else engine
+    if wanted == "auto":
+        return _tuned(files, threads, retune, log)
+    if wanted not in CPU_ONNX_ENGINES:
+        raise EngineError(f"{engine!r} is not an ONNX-based CPU engine")
+    if wanted == "onnxruntime":
+        return OnnxRuntimeEngine(files.onnx, threads, path=files.onnx_path)
+    from tracker.engines.openvino import OpenVinoEngine
+
+    return OpenVinoEngine(files.onnx, threads, "fp32" if wanted == "openvino-fp32" else "auto")
+
+
+def _tuned(files: ModelFiles, threads: int | None, retune: bool,
+           log: Callable[[str], None] | None) -> Engine:
+    from tracker.engines.tuning import tuned_engine
+
+    def inputs() -> tuple[np.ndarray, str]:
+        from tracker.engines.check_crops import check_crops
+
+        crops, source = check_crops(files.info.net.size)
+        return files.info.preprocess(crops), source
+
+    return tuned_engine(files.onnx, files.onnx_sha256, files.name, inputs, threads=threads,
+                        retune=retune, log=log)

@@ -1,4 +1,9 @@
-"""Checkpoints: shipped weights by name, the model card that travels with them, loading and saving."""
+"""Checkpoints: shipped weights by name, the model card that travels with them, loading and saving.
+
+Importing this module does not import torch (loading and saving do): :class:`ModelInfo`, what
+the landmarker needs besides the network, is built without it from the export cache
+(:mod:`tracker.engines.export`).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,16 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from tracker.errors import WeightsError  # noqa: F401 (re-exported)
-from tracker.models.networks import DKM, DKMConfig, Fused, NetConfig, build_model
+from tracker.models.configs import DKMConfig, NetConfig, dkm_config, net_config
 from tracker.models.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from torch import nn
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "rcn_lite.pt"
@@ -22,6 +28,8 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "rcn_lite.pt"
 
 def fuse(rcn: Checkpoint, dkm: Checkpoint, weight: float = 1.0) -> Checkpoint:
     """RCN from one checkpoint, DKM from another (trained with ``--dkm``), as one fused model."""
+    from tracker.models.networks import DKM, Fused
+
     if dkm.dkm is None:
         raise WeightsError("the second checkpoint holds no denoising keypoint model")
     cfg = replace(dkm.dkm, weight=weight)
@@ -34,14 +42,12 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """A loaded landmark model and the metadata saved with it."""
+class _Meta:
+    """What the landmarker reads from a model's configs and metadata."""
 
-    model: nn.Module
     net: NetConfig
     dkm: DKMConfig | None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any]
 
     @property
     def preprocess(self) -> Preprocess:
@@ -56,6 +62,39 @@ class Checkpoint:
         return None if offset is None else np.asarray(offset, np.float32)
 
 
+@dataclass(frozen=True)
+class ModelInfo(_Meta):
+    """A model's configs and metadata without its weights (no torch needed)."""
+
+    net: NetConfig
+    dkm: DKMConfig | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict that :meth:`from_json` reads back."""
+        return {"net": asdict(self.net), "dkm": asdict(self.dkm) if self.dkm else None,
+                "meta": json.loads(json.dumps(self.meta, default=str))}
+
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> ModelInfo:
+        return ModelInfo(net_config(d["net"]), dkm_config(d.get("dkm")), dict(d.get("meta") or {}))
+
+
+@dataclass(frozen=True)
+class Checkpoint(_Meta):
+    """A loaded landmark model and the metadata saved with it."""
+
+    model: nn.Module
+    net: NetConfig
+    dkm: DKMConfig | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> ModelInfo:
+        """The configs and metadata alone."""
+        return ModelInfo(self.net, self.dkm, self.meta)
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -67,6 +106,8 @@ def file_sha256(path: str | Path) -> str:
 def save_checkpoint(path: str | Path, model: nn.Module, net: NetConfig, dkm: DKMConfig | None,
                     meta: dict[str, Any]) -> None:
     """Save weights with their configs (configs travel with the weights)."""
+    import torch
+
     blob = {"state_dict": model.state_dict(), "net": asdict(net),
             "dkm": asdict(dkm) if dkm else None, "meta": meta}
     tmp = Path(str(path) + ".tmp")
@@ -96,17 +137,19 @@ def list_models() -> list[str]:
 def load_checkpoint(path: str | Path | None = None) -> Checkpoint:
     """Load a checkpoint saved by ``save_checkpoint`` (RCN alone or RCN+DKM fused); ``path`` as
     :func:`resolve_weights` takes it."""
+    import torch
+
+    from tracker.models.networks import DKM, Fused, build_model
+
     path = resolve_weights(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        net = NetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in blob["net"].items()})
-        dkm_cfg = None
+        net = net_config(blob["net"])
         model: nn.Module = build_model(net)
-        if blob.get("dkm"):
-            d = blob["dkm"]
-            dkm_cfg = DKMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        dkm_cfg = dkm_config(blob.get("dkm"))
+        if dkm_cfg is not None:
             model = Fused(model, DKM(dkm_cfg))
         model.load_state_dict(blob["state_dict"])
     except WeightsError:

@@ -7,7 +7,8 @@ argmax + separable parabola fit. The confidence of a point is, for every decoder
 probability mass in the 3x3 window around the argmax.
 
 Kernels are Numba-compiled with ``cache=True`` (compiled once to disk, never at import); call
-:func:`warmup` at start-up to load them before the first frame. The full-map softmax sum uses a
+:func:`warmup` at start-up to load them before the first frame. Each map's argmax is NumPy's
+(SIMD; the first maximum, as the kernels' own loop gave). The full-map softmax sum uses a
 vectorisable float32 ``exp`` (relative error ~2e-7) summed in float32 because ``math.exp`` does not vectorise
 without SVML; the window sums use float64 ``math.exp``.
 
@@ -45,31 +46,8 @@ PARALLEL_MIN_MAPS = 8192
 # are only valid for the decoder they were fitted with.
 DECODE_RADIUS = 4
 
-_SIGN_FLIP = np.int32(0x7FFFFFFF)
 _LOG2E = np.float32(1.4426950408889634)
 _FAST = {"reassoc", "contract"}  # lets LLVM vectorise reductions; keeps NaN/inf semantics
-
-
-@nb.njit(cache=True, nogil=True)
-def _row_argmax(a: np.ndarray, bits: np.ndarray) -> tuple[int, float]:
-    """First index of the maximum of ``a`` (``bits`` is ``a`` viewed as int32) and that value.
-
-    Floats compare as their sign-folded bit patterns, an integer max that vectorises; the
-    index is then the first element equal (as a float) to the maximum, as ``np.argmax``.
-    Returns index ``a.size`` when the maximum is a NaN.
-    """
-    best = np.int32(-2147483648)
-    for i in range(bits.size):
-        b = bits[i]
-        key = b if b >= 0 else b ^ _SIGN_FLIP
-        best = max(best, key)
-    raw = best if best >= 0 else best ^ _SIGN_FLIP
-    m = np.int32(raw).view(np.float32)
-    idx = a.size
-    for i in range(a.size):
-        c = i if a[i] == m else a.size
-        idx = min(idx, c)
-    return idx, float(m)
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
@@ -107,11 +85,11 @@ def _parabola(lo: float, mid: float, hi: float) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
-def _decode_one(a: np.ndarray, bits: np.ndarray, h: int, w: int, radius: int,
-                pt: np.ndarray) -> float:
-    """Decode one flattened map into ``pt`` (x, y); returns the confidence."""
-    idx, m = _row_argmax(a, bits)
-    if idx >= a.size or not math.isfinite(m):
+def _decode_one(a: np.ndarray, idx: int, h: int, w: int, radius: int, pt: np.ndarray) -> float:
+    """Decode one flattened map, whose argmax is ``idx``, into ``pt`` (x, y); returns the
+    confidence."""
+    m = float(a[idx])
+    if not math.isfinite(m):
         pt[0] = np.nan
         pt[1] = np.nan
         return 0.0
@@ -153,19 +131,17 @@ def _decode_one(a: np.ndarray, bits: np.ndarray, h: int, w: int, radius: int,
 
 
 @nb.njit(cache=True, nogil=True)
-def _decode_serial(flat: np.ndarray, h: int, w: int, radius: int,
+def _decode_serial(flat: np.ndarray, idx: np.ndarray, h: int, w: int, radius: int,
                    pts: np.ndarray, conf: np.ndarray) -> None:
-    bits = flat.view(np.int32)
     for r in range(flat.shape[0]):
-        conf[r] = _decode_one(flat[r], bits[r], h, w, radius, pts[r])
+        conf[r] = _decode_one(flat[r], idx[r], h, w, radius, pts[r])
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def _decode_parallel(flat: np.ndarray, h: int, w: int, radius: int,
+def _decode_parallel(flat: np.ndarray, idx: np.ndarray, h: int, w: int, radius: int,
                      pts: np.ndarray, conf: np.ndarray) -> None:
-    bits = flat.view(np.int32)
     for r in nb.prange(flat.shape[0]):
-        conf[r] = _decode_one(flat[r], bits[r], h, w, radius, pts[r])
+        conf[r] = _decode_one(flat[r], idx[r], h, w, radius, pts[r])
 
 
 def _run(logits: np.ndarray, radius: int,
@@ -181,7 +157,9 @@ def _run(logits: np.ndarray, radius: int,
         if parallel is None:
             parallel = n * k >= PARALLEL_MIN_MAPS
         kernel = _decode_parallel if parallel else _decode_serial
-        kernel(flat, h, w, radius, pts, conf)
+        # NumPy's SIMD argmax (first maximum; the first NaN where there is one, which then
+        # decodes to NaN) is ~7x faster than a compiled loop over the maps
+        kernel(flat, flat.argmax(axis=1), h, w, radius, pts, conf)
     return pts.reshape(n, k, 2), conf.reshape(n, k)
 
 
@@ -300,6 +278,7 @@ def warmup() -> None:
     x = np.zeros((1, 1, 3, 3), np.float32)
     pts = np.empty((1, 2), np.float32)
     conf = np.empty(1, np.float32)
+    idx = np.zeros(1, np.intp)
     for kernel in (_decode_serial, _decode_parallel):
         for radius in (0, DECODE_RADIUS):
-            kernel(x.reshape(1, 9), 3, 3, radius, pts, conf)
+            kernel(x.reshape(1, 9), idx, 3, 3, radius, pts, conf)

@@ -79,6 +79,7 @@ class TemporalDenoiser:
         if self.weights[0].shape != (config.n_inputs, config.hidden):
             raise ValueError(f"temporal model input layer has shape {self.weights[0].shape}")
         self.meta = meta or {}
+        self._features = np.empty((1, config.n_inputs), np.float32)  # refine()'s input row
 
     def __call__(self, cur: np.ndarray, conf: np.ndarray, prev1: np.ndarray, prev2: np.ndarray,
                  has_prev: np.ndarray) -> np.ndarray:
@@ -101,14 +102,34 @@ class TemporalDenoiser:
         ``history`` holds up to two earlier final point sets (most recent first), in frame
         pixels; ``center``/``side``/``angle`` describe this frame's crop.
         """
+        # the same arithmetic as __call__ on one face, with fewer array operations: the point
+        # sets go through the crop affine together and the features fill one buffer
         to_crop = crop_affine(center, side, angle, 1)
-        cur = transform_points(to_crop, points)[None]
-        prev = [transform_points(to_crop, p)[None] for p in history[:2]]
-        prev1 = prev[0] if prev else cur
-        prev2 = prev[1] if len(prev) > 1 else prev1
-        out = self(cur, confidence[None].astype(np.float32), prev1, prev2,
-                   np.array([1.0 if prev else 0.0], np.float32))
-        return transform_points(invert_affine(to_crop), out[0])
+        k = len(points)
+        sets = [points, *history[:2]]
+        crop = transform_points(to_crop, np.concatenate(sets) if len(sets) > 1 else points)
+        cur = crop[:k]
+        prev1 = crop[k:2 * k] if len(sets) > 1 else cur
+        prev2 = crop[2 * k:3 * k] if len(sets) > 2 else prev1
+        f = self._features
+        f[0, :2 * k] = cur.ravel()
+        f[0, 2 * k:3 * k] = confidence
+        np.subtract(prev1, cur, out=f[0, 3 * k:5 * k].reshape(k, 2))
+        np.subtract(prev1, prev2, out=f[0, 5 * k:7 * k].reshape(k, 2))
+        f[0, 7 * k] = 1.0 if len(sets) > 1 else 0.0
+        return transform_points(invert_affine(to_crop), self._correct(cur, f))
+
+    def _correct(self, cur: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """``cur`` (K, 2) plus the model's correction for the feature row ``h``."""
+        w = self.weights
+        for i in range(0, len(w) - 2, 2):
+            h = h @ w[i]
+            h += w[i + 1]
+            np.maximum(h, 0.0, out=h)
+        delta = h @ w[-2] + w[-1]
+        if self.config.blend != 1.0:
+            delta *= self.config.blend
+        return (cur.reshape(1, -1) + delta).reshape(cur.shape).astype(np.float32)
 
 
 def save_temporal(path: str | Path, config: TemporalConfig, weights: list[np.ndarray],

@@ -96,6 +96,22 @@ def one_euro_step(x: np.ndarray, dt: float, scale: float, x_hat: np.ndarray, dx_
         o[i] = xh[i]
 
 
+@nb.njit(cache=True, nogil=True)
+def _step_face(x: np.ndarray, dt: float, x_hat: np.ndarray, dx_hat: np.ndarray,
+               min_cutoff: float, beta: float, d_cutoff: float, out: np.ndarray) -> None:
+    """:func:`one_euro_step` of one face's points ``x`` (K, 2) with the speed scale
+    :func:`face_scale` computed in the same call (the same float64 arithmetic)."""
+    lo0 = lo1 = np.inf
+    hi0 = hi1 = -np.inf
+    for i in range(x.shape[0]):
+        a, b = x[i, 0], x[i, 1]
+        if math.isfinite(a) and math.isfinite(b):
+            lo0, hi0 = min(lo0, a), max(hi0, a)
+            lo1, hi1 = min(lo1, b), max(hi1, b)
+    scale = 1.0 if lo0 > hi0 else max(hi0 - lo0, hi1 - lo1, 1.0)
+    one_euro_step(x, dt, scale, x_hat, dx_hat, min_cutoff, beta, d_cutoff, out)
+
+
 def face_scale(points: np.ndarray) -> float:
     """Face size in pixels: the larger side of the landmarks' tight box (at least 1)."""
     finite = points[np.isfinite(points).all(axis=1)]
@@ -130,9 +146,12 @@ class OneEuroFilter:
         if not (math.isfinite(dt) and dt > 0):
             dt = 1.0 / p.fallback_fps
         self._t = t if math.isfinite(t) else (self._t or 0.0) + dt
-        s = face_scale(x) if scale is None else max(scale, 1.0)
         out = np.empty_like(x)
-        one_euro_step(x, dt, s, self._x, self._dx, p.min_cutoff, p.beta, p.d_cutoff, out)
+        if scale is None:  # face_scale(x), inside the kernel
+            _step_face(x, dt, self._x, self._dx, p.min_cutoff, p.beta, p.d_cutoff, out)
+        else:
+            one_euro_step(x, dt, max(scale, 1.0), self._x, self._dx, p.min_cutoff, p.beta,
+                          p.d_cutoff, out)
         return out.reshape(np.shape(points)).astype(np.float32)
 
 
@@ -180,4 +199,5 @@ def warmup() -> None:
     """Load (or compile once, to the disk cache) the kernel."""
     x = np.zeros((2, 2))
     one_euro_step(x, 1.0 / 30, 1.0, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty((2, 2)))
+    _step_face(x, 1.0 / 30, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty((2, 2)))
 

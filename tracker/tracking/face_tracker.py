@@ -143,6 +143,13 @@ class _Track:
     history: list[np.ndarray] = field(default_factory=list)  # final points, newest first
     velocity: tuple[float, float] = (0.0, 0.0)  # ROI centre displacement per frame
     roi: Roi | None = None  # region used in the last frame
+    upright: tuple[tuple[float, float], float, float] | None = None  # rotated_roi(points, 1)
+
+    def upright_roi(self) -> tuple[tuple[float, float], float, float]:
+        """``rotated_roi(points, 1.0)`` of the last points (computed once per frame)."""
+        if self.upright is None:
+            self.upright = rotated_roi(self.points, 1.0)
+        return self.upright
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +226,8 @@ class TrackStage(Stage):
     def roi_of(self, track: _Track) -> Roi:
         """Next frame's region of a tracked face (rotated, enlarged, motion-predicted)."""
         o = self.options
-        center, side, angle = rotated_roi(track.points, o.roi_scale)
+        center, extent, angle = track.upright_roi()
+        side = o.roi_scale * extent  # == rotated_roi(track.points, o.roi_scale)[1]
         vx, vy = track.velocity
         center = (center[0] + o.motion * vx, center[1] + o.motion * vy)
         old, h = track.roi, o.roi_hold
@@ -320,6 +328,8 @@ class TrackStage(Stage):
     def _dedupe(self, kept: list[tuple[_Track | None, Roi, np.ndarray, Prediction]]
                 ) -> list[tuple[_Track | None, Roi, np.ndarray, Prediction]]:
         """Two regions that converged on one face: the older track keeps it."""
+        if len(kept) < 2:
+            return kept
         order = sorted(kept, key=lambda k: (k[0] is None, k[0].face_id if k[0] else 0))
         out: list[tuple[_Track | None, Roi, np.ndarray, Prediction]] = []
         for entry in order:
@@ -336,11 +346,13 @@ class TrackStage(Stage):
             if track is None:
                 track = _Track(self._new_id(points, item.index), points)
             else:
-                old = rotated_roi(track.points, 1.0)[0]
-                new = rotated_roi(points, 1.0)[0]
+                old = track.upright_roi()[0]
+                upright = rotated_roi(points, 1.0)
+                new = upright[0]
                 track.velocity = (new[0] - old[0], new[1] - old[1])
                 track.history = [points, *track.history[:1]]
                 track.points = points
+                track.upright = upright
             if not track.history:
                 track.history = [points]
             track.roi = roi
