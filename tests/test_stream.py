@@ -375,9 +375,14 @@ def test_stall_close_code_reaches_a_client_that_reads_again() -> None:
             sock = _stalled_socket(srv.port)
             async with connect(srv.url, sock=sock, max_queue=1, close_timeout=1) as slow:
                 assert wait_until(lambda: srv.stats().clients == 1)
-                for i in range(200):
-                    srv.publish(tracked_frame(i, faces=3))
-                    await asyncio.sleep(0)
+                # publish until the buffers are full and the send stalls (the encoder takes
+                # the newest frame only, so a fixed count may not fill them on a busy machine)
+                frame = tracked_frame(0, faces=3)
+                for _ in range(20_000):
+                    if srv.stats().stalled:
+                        break
+                    srv.publish(frame)
+                    await asyncio.sleep(0.001)
                 assert await asyncio.to_thread(wait_until, lambda: srv.stats().stalled == 1)
                 return await close_code(slow)
 
@@ -512,7 +517,8 @@ def test_python_client_writes_csv(tmp_path: Path, token: str | None, given: str 
                                   code: int) -> None:
     out = tmp_path / "faces.csv"
     env = {**os.environ, "TRACKER_WS_TOKEN": given or ""}
-    with server(token=token) as srv:
+    # previews on: the client's subscribe turns them off, which tells it has been applied
+    with server(token=token, preview=True) as srv:
         proc = subprocess.Popen([sys.executable, str(CLIENT), srv.url, "--csv", str(out),
                                  "--quiet"], env=env, stderr=subprocess.PIPE, text=True)
         if code == 0:

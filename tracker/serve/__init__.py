@@ -1,1 +1,2 @@
-"""Websocket streaming: protocol v1, server, access checks, demo assets."""
+"""Websocket streaming: protocol v1 (``protocol``), the server (``server``, with ``options``,
+``handshake``, ``encoder``, ``clients``), access checks (``access``), demo assets (``assets``)."""

@@ -73,8 +73,12 @@ def origin_allowed(origin: str | None, host_header: str | None, allowed: tuple[s
         return True
     if allowed:
         return False
-    parts = urlsplit(o)
-    return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+    try:
+        parts = urlsplit(o)
+        hostname = parts.hostname or ""
+    except ValueError:  # not a URL (e.g. "http://[")
+        return False
+    return parts.scheme in ("http", "https") and is_loopback(hostname)
 
 
 def request_token(request: Request) -> str | None:

@@ -3,7 +3,8 @@
 Server to client, as JSON text: ``hello`` (once, first), ``frame`` (one per processed frame,
 latest-wins per client), ``subscribed`` / ``error`` (replies), ``bye`` (end of stream, last).
 Preview images are binary messages: a 4-byte big-endian header length, a JSON header, then a
-JPEG (:func:`preview_packet`). Client to server: ``subscribe`` only (:func:`parse_subscribe`).
+JPEG (:func:`preview_packet`). Client to server: ``subscribe`` only (:func:`parse_message`,
+:func:`parse_subscribe`). ``CLOSE_*`` are the close codes the server ends connections with.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from tracker.outputs.headpose import FACE_MODEL_68, MODEL_ORIGIN, HeadPose, came
 from tracker.types import Landmarks
 
 PROTOCOL_VERSION = 1
+
+CLOSE_END = 1000  # end of stream, after ``bye``
+CLOSE_GOING_AWAY = 1001  # the server stopped before the client took its ``bye``
+CLOSE_TOO_MANY = 1013  # max_clients reached
+CLOSE_UNAUTHORIZED = 4401  # missing or wrong token
+CLOSE_FORBIDDEN = 4403  # origin or Host not allowed
+CLOSE_STALLED = 4408  # stalled past the timeout
 
 FACE_FIELDS: tuple[str, ...] = ("presence", "box", "points", "confidence", "pose")
 """Per-face fields a client may subscribe to (``id`` is always sent)."""
@@ -64,6 +72,19 @@ class Subscription:
             "faces": None if self.faces is None else list(self.faces),
             "preview": self.preview,
         }
+
+
+def parse_message(message: str | bytes) -> Any:
+    """The JSON value of a client message; :class:`ProtocolError` for binary messages, text
+    that is not JSON, and JSON nested deeper than Python's recursion limit."""
+    if isinstance(message, bytes):
+        raise ProtocolError("binary messages are not accepted")
+    try:
+        return json.loads(message)
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
+    except ValueError:
+        raise ProtocolError("not valid JSON") from None
 
 
 def parse_subscribe(data: Any, current: Subscription) -> Subscription:
