@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -211,13 +210,9 @@ def load_landmarker(weights: str | None = None, engine: str = "auto",
         files = model_files(weights)
         # the Numba kernels load (~0.1 s, mostly Numba's one-time set-up) while OpenVINO
         # compiles, which releases the GIL
-        kernels = threading.Thread(target=_load_kernels, args=(files.info,), daemon=True)
-        kernels.start()
-        try:
-            eng = create_cpu_engine(files, "auto" if engine == "auto" else wanted, threads,
-                                    retune=retune)
-        finally:
-            kernels.join()
+        _load_kernels(files.info)
+        eng = create_cpu_engine(files, "auto" if engine == "auto" else wanted, threads,
+                                retune=retune)
         landmarker = Landmarker(files.info, eng)
         landmarker.warmup(max_faces)
         return landmarker
