@@ -51,8 +51,9 @@ def test_websocket_faces_are_the_jsonl_record_plus_pose() -> None:
 
     f = face(2, shift=-0.004)  # point 0's x rounds to -0.0, which both keep
     rec = face_record(f)
-    sent = protocol.face_dict(f, None)
-    assert {k: sent[k] for k in rec} == rec and set(sent) - set(rec) == {"pose"}
+    sent = protocol.face_dict(f, None)  # a face that skipped the describe stage
+    assert {k: sent[k] for k in rec} == rec and set(sent) - set(rec) == {"pose", "expression"}
+    assert sent["expression"] is None
     assert json.dumps(rec["points"][0]) == "[-0.0, 5.5]"
     assert protocol.dumps(protocol.frame_message(0, 0.0, 0.0, 4, 4, [sent])).count("[-0.0,5.5]") == 1
 
@@ -126,3 +127,32 @@ def test_preview_sink_stops_the_pipeline_when_the_window_is_closed() -> None:
         sink.process(Frame(1, 0.1, img, wall_time=1.0))
     sink.close()
     assert window.closed
+
+
+def test_a_described_face_is_sent_exactly_as_the_jsonl_writes_it() -> None:
+    from tracker.outputs.describe import DescribeStage, ExpressionStage
+    from tracker.serve import protocol
+
+    item = tracked(0, (face(1),))
+    described = DescribeStage().process(ExpressionStage().process(item))
+    (f,) = described.faces
+    rec = face_record(f)
+    assert "pose" in rec and set(rec["expression"]) >= {"eye_open_left", "blink_right"}
+    assert protocol.face_dict(f) == rec
+    sent = protocol.frame_message(0, 0.0, 0.0, 4, 4, [protocol.face_dict(f)])
+    assert sent["faces"][0]["expression"] == rec["expression"]
+
+
+def test_hello_announces_the_configured_camera_and_the_mirror() -> None:
+    from tracker.config.schema import Config
+    from tracker.serve import protocol
+
+    pose = Config().with_overrides({"pose.fov_deg": 90.0}).pose
+    k = pose.camera_matrix(640, 360)
+    meta = protocol.SourceMeta(640, 360, 30.0, (k[0, 0], k[1, 1], k[0, 2], k[1, 2]), True)
+    hello = protocol.hello_message(meta, 1, protocol.Subscription(), None)
+    assert hello["camera"]["fx"] == pytest.approx(320.0)  # 640 / (2 tan 45°)
+    assert hello["mirrored"] is True
+    default = protocol.hello_message(protocol.SourceMeta(640, 360, 30.0), 1,
+                                     protocol.Subscription(), None)
+    assert default["camera"]["fx"] == 640 and default["mirrored"] is False

@@ -21,6 +21,9 @@ _EXPORTS = {
     "Tracker": "tracker.api",
     "TrackerOptions": "tracker.api",
     "RunReport": "tracker.api",
+    "run_many": "tracker.api",
+    "StreamReport": "tracker.api",
+    "MultiReport": "tracker.api",
     "Landmarker": "tracker.landmarker",
     "FacePrediction": "tracker.landmarker",
     "list_models": "tracker.models.checkpoint",
@@ -46,6 +49,9 @@ __all__ = [
     "Tracker",
     "TrackerOptions",
     "RunReport",
+    "run_many",
+    "StreamReport",
+    "MultiReport",
     "Landmarker",
     "FacePrediction",
     "list_models",
@@ -67,7 +73,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from tracker.api import RunReport, Tracker, TrackerOptions
+    from tracker.api import MultiReport, RunReport, StreamReport, Tracker, TrackerOptions, run_many
     from tracker.errors import (
         CameraNotFound,
         ConfigError,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,8 @@ from tracker.engines.registry import CPU_ONNX_ENGINES, create_cpu_engine, create
 from tracker.geometry import box_affine
 from tracker.models.checkpoint import DEFAULT_WEIGHTS, Checkpoint, ModelInfo, load_checkpoint
 from tracker.types import Box
+
+Request = tuple[np.ndarray, Sequence[Box], Sequence[float] | None]  # image, boxes, angles
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +95,26 @@ class Landmarker:
             if self.detector is None:
                 self.detector = create_detector("default")
             boxes = sorted(self.detector.detect(image), key=lambda b: -b.score)
-        n = len(boxes)
+        return self.predict_many([(image, boxes, angles)])[0]
+
+    def predict_many(self, requests: Sequence[Request]) -> list[list[FacePrediction]]:
+        """:meth:`predict` of several ``(image, boxes, angles)`` requests (e.g. one frame of
+        each stream) at once: every crop is warped into one buffer and the engine runs once
+        over all of them (its batch plan decides how); one list per request, in order."""
+        counts = [len(boxes) for _, boxes, _ in requests]
+        n = sum(counts)
         if n == 0:
-            return []
+            return [[] for _ in requests]
         self._reserve(n)
         s = self.size
-        for i, box in enumerate(boxes):
-            m = box_affine(box, s, angle=angles[i] if angles else 0.0)
-            cv2.warpAffine(image, m, (s, s), dst=self._crops[i], flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
-            self._to_frame[i] = cv2.invertAffineTransform(m)
+        i = 0
+        for image, boxes, angles in requests:
+            for j, box in enumerate(boxes):
+                m = box_affine(box, s, angle=angles[j] if angles else 0.0)
+                cv2.warpAffine(image, m, (s, s), dst=self._crops[i], flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+                self._to_frame[i] = cv2.invertAffineTransform(m)
+                i += 1
         x = self.preprocess(self._crops[:n], out=self._input[:n])
         points, conf = self.engine.predict(x)
         conf = np.ascontiguousarray(conf, dtype=np.float32)
@@ -112,8 +125,10 @@ class Landmarker:
                   conf, pts, box, presence)
         if conf.shape[1] > PAIRWISE_MAX:  # NumPy's sum recurses above one block
             presence = conf.mean(axis=1)
-        return [FacePrediction(pts[i], conf[i], float(presence[i]), Box(*box[i].tolist()))
-                for i in range(n)]
+        faces = [FacePrediction(pts[i], conf[i], float(presence[i]), Box(*box[i].tolist()))
+                 for i in range(n)]
+        ends = list(accumulate(counts))
+        return [faces[end - c:end] for c, end in zip(counts, ends, strict=True)]
 
 
 PAIRWISE_MAX = 128  # NumPy sums blocks of up to this many values with 8 running sums

@@ -58,10 +58,47 @@ class FaceCrop:
 
 
 @dataclass(frozen=True, slots=True)
+class HeadPose:
+    """A face's pose: angles in degrees, and the solvePnP rotation/translation.
+
+    ``rvec`` is a Rodrigues vector and ``tvec`` the model origin (the nose tip) in camera
+    coordinates (mm), so ``camera_point = R(rvec) @ model_point + tvec``. ``error`` is the RMS
+    reprojection error in pixels of the points used. Conventions: :mod:`tracker.outputs.headpose`.
+    """
+
+    yaw: float
+    pitch: float
+    roll: float
+    rvec: np.ndarray
+    tvec: np.ndarray
+    error: float
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """Expression signals of one face in one frame (:mod:`tracker.outputs.expression`):
+    openness and raises in 0-1 (NaN when the points do not tell), blinks as events (true on
+    the frame the blink is detected). ``left``/``right`` are the subject's."""
+
+    eye_open_left: float
+    eye_open_right: float
+    blink_left: bool
+    blink_right: bool
+    mouth_open: float
+    mouth_wide: float
+    brow_raise_left: float
+    brow_raise_right: float
+
+
+@dataclass(frozen=True, slots=True)
 class Landmarks:
     """Landmarks of one face in one frame: ``points`` ``(68, 2)`` float32 ``(x, y)`` in frame
     pixels (iBUG order, see :mod:`tracker.face68`), ``confidence`` ``(68,)`` in 0-1,
-    ``presence`` (their mean), the track ``face_id`` (also ``id``) and the landmarks' ``box``."""
+    ``presence`` (their mean), the track ``face_id`` (also ``id``) and the landmarks' ``box``.
+
+    ``pose`` and ``expression`` are filled once per frame by the describe stage
+    (:mod:`tracker.outputs.describe`), after smoothing; None before it (and ``pose`` when it
+    could not be solved)."""
 
     frame_index: int
     time: float
@@ -70,6 +107,8 @@ class Landmarks:
     confidence: np.ndarray
     presence: float
     box: Box
+    pose: HeadPose | None = None
+    expression: Expression | None = None
 
     @property
     def id(self) -> int:

@@ -2,13 +2,17 @@
 
 Graph (channels named in brackets; sinks appear only when asked for)::
 
-    decode -[frames]-> track -[smooth]-> smooth -+-[render]-> render -+-[video]---> video
-                                                 |                    +-[preview]-> preview
-                                                 +-[jsonl]--> jsonl
-                                                 +-[ws]-----> websocket
+    decode -[frames]-> track -[expression]-> expression -[smooth]-> smooth -[describe]-> describe
+    describe -+-[render]-> render -+-[video]---> video
+              |                    +-[preview]-> preview
+              +-[jsonl]--> jsonl
+              +-[csv]----> csv
+              +-[vmc]----> vmc
+              +-[ws]-----> websocket
 
-(``smooth`` is left out with ``smooth.filter = "none"``.) Files use the ``block`` policy
-(nothing lost); live sources ``drop_oldest`` (latency bounded).
+(``smooth`` is left out with ``smooth.filter = "none"``; ``expression`` and ``describe``, which
+fill each face's expression and head pose, :mod:`tracker.outputs.describe`, when not given.)
+Files use the ``block`` policy (nothing lost); live sources ``drop_oldest`` (latency bounded).
 """
 
 from __future__ import annotations
@@ -97,6 +101,34 @@ def smooth_stage(cfg: Config) -> SmoothStage | None:
     return SmoothStage(cfg.smooth.params())
 
 
+def expression_stage(cfg: Config) -> Stage:
+    """The stage that measures each face's expression signals (before the smoothing)."""
+    from tracker.outputs.describe import ExpressionStage
+
+    return ExpressionStage()
+
+
+def describe_stage(cfg: Config) -> Stage:
+    """The stage that solves each face's head pose (after the smoothing) and mirrors."""
+    from tracker.outputs.describe import DescribeStage
+
+    return DescribeStage(cfg.pose, mirror=cfg.run.mirror)
+
+
+def describe_stages(cfg: Config) -> dict[str, Stage]:
+    """``{"expression": ..., "describe": ...}``: the two stages that fill what apps consume."""
+    return {"expression": expression_stage(cfg), "describe": describe_stage(cfg)}
+
+
+def annotator(cfg: Config) -> Callable[..., Any]:
+    """The drawing function of ``--out`` / ``--show`` (pose axes with ``pose.draw``)."""
+    from functools import partial
+
+    from tracker.outputs.render import annotate
+
+    return partial(annotate, pose=True) if cfg.pose.draw else annotate
+
+
 def check_outputs(cfg: Config, outputs: dict[str, str | None]) -> None:
     """Outputs that can be written and do not collide (before anything is opened)."""
     from tracker.outputs.paths import check_writable
@@ -104,9 +136,13 @@ def check_outputs(cfg: Config, outputs: dict[str, str | None]) -> None:
     named = {flag: path for flag, path in outputs.items() if path}
     for flag, path in named.items():
         check_writable(path, flag)
-    out, jsonl = named.get("--out"), named.get("--jsonl")
-    if out and jsonl and jsonl != "-" and Path(out).resolve() == Path(jsonl).resolve():
-        raise UsageError("--out and --jsonl name the same file")
+    flags = list(named)
+    for i, a in enumerate(flags):
+        for b in flags[i + 1:]:
+            pa, pb = named[a], named[b]
+            if (pa == "-" and pb == "-") or (
+                    "-" not in (pa, pb) and Path(pa).resolve() == Path(pb).resolve()):
+                raise UsageError(f"{a} and {b} name the same {'file' if pa != '-' else 'stdout'}")
     src = Path(cfg.run.source or "")
     for flag, path in named.items():
         if path != "-" and src.is_file() and _same_file(Path(path), src):
@@ -169,8 +205,27 @@ def jsonl_sink(path: str) -> Stage:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def stream_sink(cfg: StreamConfig, info: SourceInfo) -> Any:
-    """A started websocket server in its sink, or None when no websocket is asked for."""
+def csv_sink(path: str) -> Stage:
+    """The CSV sink for ``path`` ('-' = stdout)."""
+    from tracker.outputs.sinks import CsvSink
+
+    try:
+        return CsvSink(path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def vmc_sink(address: str) -> Stage:
+    """The VMC protocol sender to ``[HOST:]PORT`` (raises :class:`UsageError`)."""
+    from tracker.outputs.vmc import VmcSink
+
+    return VmcSink(address)
+
+
+def stream_sink(cfg: StreamConfig, info: SourceInfo, pose: Any = None,
+                mirrored: bool = False) -> Any:
+    """A started websocket server in its sink, or None when no websocket is asked for;
+    ``pose`` (a PoseConfig) gives the camera the hello announces."""
     from tracker.serve.protocol import SourceMeta
     from tracker.serve.server import StreamServer, StreamSink
 
@@ -182,7 +237,12 @@ def stream_sink(cfg: StreamConfig, info: SourceInfo) -> Any:
         options = cfg.options()
     except ValueError as exc:
         raise StreamError(str(exc)) from None
-    server = StreamServer(options, SourceMeta(info.width, info.height, info.fps))
+    camera = None
+    if pose is not None:
+        k = pose.camera_matrix(info.width, info.height)
+        camera = (float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
+    meta = SourceMeta(info.width, info.height, info.fps, camera, mirrored)
+    server = StreamServer(options, meta)
     server.start()
     return StreamSink(server)
 
@@ -222,9 +282,14 @@ def build_pipeline(
     smooth: Stage | None = None,
     ws: Stage | None = None,
     extra: Stage | None = None,
+    csv: Stage | None = None,
+    vmc: Stage | None = None,
+    expression: Stage | None = None,
+    describe: Stage | None = None,
 ) -> Pipeline:
-    """Wire source -> track [-> smooth] -> sinks with the configured queue sizes and policy
-    (``extra``: one more sink, e.g. the collector behind :meth:`Tracker.track`)."""
+    """Wire source -> track [-> expression] [-> smooth] [-> describe] -> sinks with the
+    configured queue sizes and policy (``extra``: one more sink, e.g. the collector behind
+    :meth:`Tracker.track`)."""
     from tracker.outputs.sinks import PreviewSink, RenderStage, VideoSink
 
     # what is loaded by now (modules, models) lives as long as the process: kept out of the
@@ -240,6 +305,10 @@ def build_pipeline(
     sinks: list[tuple[str, Stage, int, str]] = []
     if jsonl is not None:
         sinks.append(("jsonl", jsonl, sink_queue_size, policy))
+    if csv is not None:
+        sinks.append(("csv", csv, sink_queue_size, policy))
+    if vmc is not None:
+        sinks.append(("vmc", vmc, sink_queue_size, policy))
     if ws is not None:
         sinks.append(("ws", ws, sink_queue_size, policy))
     if extra is not None:
@@ -253,12 +322,13 @@ def build_pipeline(
         track_outputs.append(render_in)
     sink_inputs = [(stage, p.channel(name, size, pol)) for name, stage, size, pol in sinks]
     track_outputs += [c for _, c in sink_inputs]
-    if smooth is not None:
-        smoothed = p.channel("smooth", queue_size, policy)
-        p.add(track, input=frames, outputs=[smoothed])
-        p.add(smooth, input=smoothed, outputs=track_outputs)
-    else:
-        p.add(track, input=frames, outputs=track_outputs)
+    chain = [s for s in (track, expression, smooth, describe) if s is not None]
+    upstream = frames
+    for stage, following in zip(chain, chain[1:], strict=False):
+        link = p.channel(following.name, queue_size, policy)
+        p.add(stage, input=upstream, outputs=[link])
+        upstream = link
+    p.add(chain[-1], input=upstream, outputs=track_outputs)
     if render_in is not None:
         video_in = preview_in = None
         if writer is not None:

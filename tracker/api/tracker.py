@@ -12,7 +12,7 @@ import queue
 import threading
 import time as _time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
@@ -117,7 +117,8 @@ class Tracker:
         self._detector, self._landmarker, self._denoiser = detector, landmarker, denoiser
         self._injected = landmarker is not None
         self._stage: TrackStage | None = None
-        self._smooth: Stage | None = None
+        self._smooth: Stage | None = None  # and the expression / describe stages:
+        self._expression = self._describe = self._smooth
         self._index = 0
         self._t0: float | None = None
         self.last_report: RunReport | None = None
@@ -164,7 +165,8 @@ class Tracker:
 
     def process(self, image: np.ndarray, time: float | None = None,
                 color: str = "rgb") -> TrackedFrame:
-        """Landmarks of the faces in one ``uint8 (H, W, 3)`` image (``color``: rgb or bgr)."""
+        """The faces (points, ``pose``, ``expression``) in one ``uint8 (H, W, 3)`` image
+        (``color``: rgb or bgr)."""
         image = _as_rgb(image, color)
         mode = self.options.mode
         if time is None:
@@ -177,14 +179,16 @@ class Tracker:
         if self._stage is None or mode == "image":
             self._stage = self._track_stage(self.config, temporal=mode != "image")
             self._smooth = assembly.smooth_stage(self.config) if mode != "image" else None
-        frame = Frame(self._index, float(time), image)
+            self._expression, self._describe = assembly.describe_stages(self.config).values()
+        tracked = self._stage.process(Frame(self._index, float(time), image))
         self._index += 1
-        tracked = self._stage.process(frame)
-        return self._smooth.process(tracked) if self._smooth is not None else tracked
+        for stage in filter(None, (self._expression, self._smooth, self._describe)):
+            tracked = stage.process(tracked)
+        return tracked
 
     def reset(self) -> None:
         """Forget every tracked face (a new clip follows)."""
-        self._stage = self._smooth = None
+        self._stage = self._smooth = self._expression = self._describe = None
         self._index, self._t0 = 0, None
 
     # -- a video ------------------------------------------------------------------------------
@@ -210,7 +214,8 @@ class Tracker:
             video = assembly.open_video(cfg)
         pipe = assembly.build_pipeline(cfg, video, video.info, track,
                                        smooth=assembly.smooth_stage(cfg),
-                                       extra=_Collect(frames, stop))
+                                       extra=_Collect(frames, stop),
+                                       **assembly.describe_stages(cfg))
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -247,12 +252,12 @@ class Tracker:
             on_tick: Callable[[Metrics], None] | None = None) -> RunReport:
         """The threaded pipeline: decode, track, smooth, and write ``outputs``.
 
-        ``outputs`` (default: the config's ``run.out``, ``run.jsonl``, ``run.show`` and
-        ``stream.ws``): paths ending in ``.jsonl`` (or ``-``, stdout) get JSON lines, other
-        paths an annotated video; ``show`` opens a preview window; ``ws://HOST:PORT`` serves
-        the websocket. Ctrl-C ends the run cleanly (``report.interrupted``); every output is
-        finalised whatever happens. A damaged input raises :class:`DamagedInput` after the
-        outputs are written, with the report as ``exc.report``.
+        ``outputs`` (default: the config's ``run`` outputs and ``stream.ws``): paths ending in
+        ``.jsonl`` (or ``-``, stdout) get JSON lines, ``.csv`` CSV rows, others an annotated
+        video; ``show`` opens a preview; ``ws://HOST:PORT`` serves the websocket and
+        ``vmc://HOST:PORT`` sends the VMC protocol. Ctrl-C ends the run cleanly
+        (``report.interrupted``); every output is finalised whatever happens. A damaged input
+        raises :class:`DamagedInput` after the outputs are written (``exc.report``).
         """
         cfg = self._with_source(source)
         if outputs is not None:
@@ -260,7 +265,7 @@ class Tracker:
         r = cfg.run
         if not r.source:
             raise UsageError("no source: give a video file, or --source webcam|URL|lavfi:GRAPH")
-        assembly.check_outputs(cfg, {"--out": r.out, "--jsonl": r.jsonl})
+        assembly.check_outputs(cfg, {"--out": r.out, "--jsonl": r.jsonl, "--csv": r.csv})
         with ExitStack() as cleanup:
             # a file is opened first (a bad path fails at once); a live source only after the
             # models load, so no frames are decoded and dropped meanwhile
@@ -273,17 +278,19 @@ class Tracker:
                 video = assembly.open_video(cfg)
                 cleanup.callback(video.close)
             # everything that can still fail comes before any output file is opened (truncated)
-            ws = assembly.stream_sink(cfg.stream, video.info)
+            ws = assembly.stream_sink(cfg.stream, video.info, cfg.pose, cfg.run.mirror)
             if ws is not None:
                 cleanup.callback(ws.close)
             preview = assembly.preview_factory(cfg) if r.show else None
-            writer = jsonl = None
+            vmc = cleanup.enter_context(closing(assembly.vmc_sink(r.vmc))) if r.vmc else None
+            writer = jsonl = csv = None
             if r.out:
                 writer = assembly.video_writer(cfg, r.out, video.info)
                 cleanup.callback(writer.close)
             if r.jsonl:
-                jsonl = assembly.jsonl_sink(r.jsonl)
-                cleanup.callback(jsonl.close)
+                jsonl = cleanup.enter_context(closing(assembly.jsonl_sink(r.jsonl)))
+            if r.csv:
+                csv = cleanup.enter_context(closing(assembly.csv_sink(r.csv)))
 
             from tracker.runtime import faults
             from tracker.tracking.downscale import downscaled
@@ -291,10 +298,13 @@ class Tracker:
             big = downscaled(track, video.info.width, video.info.height)  # 4K: track a copy
             pipe = assembly.build_pipeline(cfg, video, video.info, big, writer=writer,
                                            jsonl=jsonl, preview_factory=preview,
-                                           smooth=assembly.smooth_stage(cfg), ws=ws)
+                                           smooth=assembly.smooth_stage(cfg), ws=ws,
+                                           csv=csv, vmc=vmc, annotate=assembly.annotator(cfg),
+                                           **assembly.describe_stages(cfg))
             faults.inject_from_env(pipe)
             cleanup.pop_all()  # from here on every stage closes itself in its own thread
-        names = [p for p in (r.out, r.jsonl) if p] + ([ws.server.url] if ws is not None else [])
+        outs = (r.out, r.jsonl, r.csv, f"vmc://{r.vmc}" if r.vmc else None)
+        names = [p for p in outs if p] + ([ws.server.url] if ws is not None else [])
         if on_start is not None:
             on_start(video.info, names)
         status, interrupted = "finished", False
@@ -327,7 +337,7 @@ class Tracker:
         close = getattr(engine, "close", None)
         if callable(close):
             close()
-        self._stage = self._smooth = None
+        self._stage = self._smooth = self._expression = self._describe = None
         if not self._injected:
             self._landmarker = self._detector = self._denoiser = None
 
@@ -360,15 +370,19 @@ def _as_rgb(image: np.ndarray, color: str) -> np.ndarray:
 
 def with_outputs(cfg: Config, outputs: Sequence[str]) -> Config:
     """``cfg`` writing exactly ``outputs`` (see :meth:`Tracker.run`)."""
-    run = replace(cfg.run, out=None, jsonl=None, show=False)
+    run = replace(cfg.run, out=None, jsonl=None, csv=None, vmc=None, show=False)
     stream = replace(cfg.stream, ws=None)
     for o in outputs:
         if o == "show":
             run = replace(run, show=True)
         elif o.startswith("ws://"):
             stream = replace(stream, ws=o[len("ws://"):].rstrip("/"))
+        elif o.startswith("vmc://"):
+            run = replace(run, vmc=o[len("vmc://"):].rstrip("/"))
         elif o == "-" or o.endswith(".jsonl"):
             run = replace(run, jsonl=o)
+        elif o.endswith(".csv"):
+            run = replace(run, csv=o)
         else:
             run = replace(run, out=o)
     cfg = replace(cfg, run=run, stream=stream)

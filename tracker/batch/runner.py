@@ -73,6 +73,7 @@ class Progress(Protocol):
 def batch_settings(cfg: Config) -> dict[str, Any]:
     """``cfg`` as flat ``section.field`` keys, without the per-video and interactive ones."""
     flat = {f"{section}.{name}": value for section, values in cfg.as_dict().items()
+            if isinstance(values, dict)  # [section] tables, not the [[sources]] list
             for name, value in values.items()}
     return {k: v for k, v in flat.items()
             if k not in _NOT_SETTINGS and not k.startswith("stream.")}

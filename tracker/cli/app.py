@@ -14,18 +14,17 @@ import importlib
 import importlib.util
 import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from tracker import __version__
-from tracker.cli.errors import CliError, ExitCode, exit_code
+from tracker.cli.errors import CliError, ExitCode, known_errors  # noqa: F401 (re-exported)
+from tracker.cli.errors import error_line as _error_line
 from tracker.config.schema import Config
 from tracker.engines.names import ENGINE_HELP
-from tracker.errors import TrackerError
 
 if TYPE_CHECKING:
     from tracker.api import Tracker, TrackerOptions
@@ -37,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "eval": "tracker.cli.model_commands:eval_command",
     "bench": "tracker.cli.bench:bench_command",
     "build-engine": "tracker.cli.build_engine:build_engine_command",
+    "devices": "tracker.cli.devices:devices_command",
     "batch": "tracker.cli.batch:batch_command",
 }
 
@@ -100,41 +100,12 @@ def _root(
     """Real-time face-landmark tracking (68 points) on videos, webcams and streams."""
 
 
-def _error_line(message: str) -> None:
-    text = " ".join(str(message).split())  # always one line
-    sys.stderr.write(f"error: {text}\n")
-    sys.stderr.flush()
-
-
-@contextmanager
-def known_errors(debug: bool) -> Iterator[None]:
-    """Turn exceptions into one-line errors and exit codes (tracebacks only with --debug)."""
-    try:
-        yield
-    except (CliError, TrackerError) as exc:
-        if debug:
-            raise
-        _error_line(str(exc))
-        raise typer.Exit(int(exit_code(exc))) from None
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        _error_line("interrupted")
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    except Exception as exc:  # a bug, not a known error
-        if debug:
-            raise
-        _error_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
-        raise typer.Exit(int(ExitCode.FAILED)) from None
-
-
 _D = Config()  # the defaults quoted in the help texts
 _SERVE = _D.stream.options()  # where the websocket serves by default
 
 RUN_EPILOG = (
     "Examples:  tracker run clip.mp4 --out annotated.mp4 --jsonl landmarks.jsonl  |  "
+    "tracker run photos/ --csv faces.csv  |  tracker run --source webcam --vmc 39539  |  "
     "tracker run --source webcam --show  |  "
     "tracker run --source lavfi:testsrc2=size=320x240:rate=30:duration=2 --jsonl -"
 )
@@ -146,15 +117,18 @@ def run_command(
     source_arg: Annotated[
         str | None,
         typer.Argument(
-            metavar="SOURCE", show_default=False, help="Video file to process (or use --source)."
+            metavar="SOURCE", show_default=False,
+            help="Video file to process (or use --source); or still images: a photo, a folder "
+            "or a quoted pattern such as \"*.png\" (one JSONL line / CSV rows per image)."
         ),
     ] = None,
     source: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--source", "-s", show_default=False,
             help="Input: a video file, webcam, webcam:N, an rtsp/rtmp/http(s)/udp/tcp URL, "
-            "or lavfi:GRAPH (an FFmpeg test source).",
+            "or lavfi:GRAPH (an FFmpeg test source). Repeat it for several streams at once "
+            "(outputs then need {stream} or {name} in their names, e.g. out_{stream}.mp4).",
         ),
     ] = None,
     out: Annotated[
@@ -166,6 +140,37 @@ def run_command(
         str | None,
         typer.Option(show_default=False,
                      help="Write landmarks as one JSON line per frame to this file ('-' = stdout)."),
+    ] = None,
+    csv: Annotated[
+        str | None,
+        typer.Option(show_default=False,
+                     help="Write one CSV row per face per frame (pose, expression, points; "
+                     "README 'CSV format') to this file ('-' = stdout)."),
+    ] = None,
+    vmc: Annotated[
+        str | None,
+        typer.Option("--vmc", metavar="[HOST:]PORT", show_default=False,
+                     help="Send head pose and blendshapes to an avatar app over the VMC protocol "
+                     "(UDP; host 127.0.0.1 unless given; marionettes listen on 39539). Needs "
+                     "pip install 'tracker[vmc]'."),
+    ] = None,
+    fov: Annotated[
+        float | None,
+        typer.Option("--fov", metavar="DEG", min=1.0, max=179.0, show_default=False,
+                     help="The camera's field of view across the frame's longer side, for the "
+                     "head pose (default: focal length = the longer side, 53 degrees; "
+                     "[pose] fx/fy/cx/cy in a config give exact intrinsics)."),
+    ] = None,
+    draw_pose: Annotated[
+        bool | None,
+        typer.Option("--draw-pose/--no-draw-pose", show_default=False,
+                     help="Draw each face's head-pose axes, id and angles in --out / --show."),
+    ] = None,
+    mirror: Annotated[
+        bool | None,
+        typer.Option("--mirror/--no-mirror", show_default=False,
+                     help="Flip the view left-right (selfie): every output shows the mirrored "
+                     "frame; left/right labels keep meaning the subject's (README)."),
     ] = None,
     show: Annotated[
         bool | None,
@@ -298,14 +303,22 @@ def run_command(
         bool, typer.Option("--debug", help="Show full tracebacks on errors.")
     ] = False,
 ) -> None:
-    """Track face landmarks in a video, webcam or stream; write an annotated video and/or JSONL."""
+    """Track face landmarks in a video, webcam or stream, or find them in still images (a
+    photo, a folder or a "*.png" pattern); write an annotated video, JSONL, CSV or VMC."""
     with known_errors(debug):
-        if source_arg is not None and source is not None:
+        if source_arg is not None and source:
             raise CliError("give the source once: as SOURCE or as --source", ExitCode.USAGE)
+        several = source if source and len(source) > 1 else None  # one stream per source
         overrides = {
-            "run.source": source_arg if source_arg is not None else source,
+            "run.source": source_arg if source_arg is not None else
+            (source[0] if source and not several else None),
             "run.out": out,
             "run.jsonl": jsonl,
+            "run.csv": csv,
+            "run.vmc": vmc,
+            "run.mirror": mirror,
+            "pose.fov_deg": fov,
+            "pose.draw": draw_pose,
             "run.show": show,
             "run.max_frames": max_frames,
             "run.preset": preset,
@@ -335,7 +348,7 @@ def run_command(
         factory = (ctx.obj or {}).get("tracker_factory")
         with graceful_signals() as signals:  # Ctrl-C/SIGTERM: finalise outputs; a second exits
             try:
-                code = run_tracker(config, overrides, signals, factory)
+                code = run_tracker(config, overrides, signals, factory, several)
             except KeyboardInterrupt:  # before the pipeline ran (e.g. while models load)
                 if debug:
                     raise

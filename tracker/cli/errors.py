@@ -1,8 +1,14 @@
-"""Exit codes of ``tracker``, and the one table from library errors to them."""
+"""Exit codes of ``tracker``, the one table from library errors to them, and the one-line
+error messages (:func:`known_errors`)."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
+
+import typer
 
 from tracker import errors
 
@@ -54,3 +60,34 @@ def exit_code(exc: BaseException) -> ExitCode:
         if isinstance(exc, cls):
             return code
     return ExitCode.FAILED
+
+
+def error_line(message: str) -> None:
+    """Print ``error: MESSAGE`` on stderr, always on one line."""
+    text = " ".join(str(message).split())  # always one line
+    sys.stderr.write(f"error: {text}\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def known_errors(debug: bool) -> Iterator[None]:
+    """Turn exceptions into one-line errors and exit codes (tracebacks only with --debug)."""
+    try:
+        yield
+    except (CliError, errors.TrackerError) as exc:
+        if debug:
+            raise
+        error_line(str(exc))
+        raise typer.Exit(int(exit_code(exc))) from None
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        error_line("interrupted")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Exception as exc:  # a bug, not a known error
+        if debug:
+            raise
+        error_line(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        raise typer.Exit(int(ExitCode.FAILED)) from None

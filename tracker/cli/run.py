@@ -6,7 +6,7 @@ The work itself is :meth:`tracker.api.Tracker.run`; this module only presents it
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -83,11 +83,26 @@ def summary_table(report: RunReport, status: str) -> Table:
 
 def run_tracker(config_path: str | None, overrides: dict[str, Any],
                 signals: Interrupts | None = None,
-                factory: Callable[[TrackerOptions], Tracker] | None = None) -> ExitCode:
+                factory: Callable[[TrackerOptions], Tracker] | None = None,
+                sources: Sequence[str] | None = None) -> ExitCode:
     """Everything ``tracker run`` does; raises :class:`~tracker.errors.TrackerError` for known
-    failures (after printing the summary when the run got that far)."""
+    failures (after printing the summary when the run got that far). Several ``sources``,
+    or a config's ``[[sources]]`` without a source given, run as streams
+    (:mod:`tracker.cli.streams`)."""
+    if overrides.get("run.vmc"):  # a bad --vmc is a usage error, not a config one
+        from tracker.outputs.vmc import parse_vmc_address
+
+        parse_vmc_address(overrides["run.vmc"])
     cfg = load_config(config_path).with_overrides(overrides)
+    if sources or (cfg.sources and not cfg.run.source):
+        from tracker.cli.streams import run_streams
+
+        return run_streams(cfg, sources, signals, factory)
     console = Console(stderr=True)
+    from tracker.api.stills import is_stills
+
+    if is_stills(cfg.run.source):
+        return _run_stills(console, cfg, factory)
     updates: list[Callable[[Metrics], None]] = []
     tracker = (factory or Tracker)(TrackerOptions(cfg))
     try:
@@ -126,3 +141,25 @@ def _print_notes(console: Console, report: RunReport) -> None:
     """One ``warning:`` line per oddity of the input that the run worked around."""
     for note in report.notes:
         console.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_stills(console: Console, cfg: Any,
+                factory: Callable[[TrackerOptions], Tracker] | None) -> ExitCode:
+    """``tracker run`` on still images: a warning line per unusable image, then a summary."""
+    from tracker.api.stills import run_stills
+
+    def warn(text: str) -> None:
+        console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
+
+    report = run_stills(cfg, factory, warn)
+    status = "interrupted (outputs finalised)" if report.interrupted else "finished"
+    t = Table(title=f"tracker run: {status}", show_header=False, box=None,
+              title_justify="left", pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("images", f"{report.images} processed, {len(report.skipped)} skipped "
+              f"in {report.seconds:.1f} s")
+    t.add_row("faces", str(report.faces))
+    t.add_row("outputs", ", ".join(report.outputs) or "none")
+    console.print(t)
+    return ExitCode.INTERRUPTED if report.interrupted else ExitCode.OK

@@ -5,8 +5,9 @@ defaults: ``[track]`` :class:`~tracker.tracking.face_tracker.TrackConfig`, ``[sm
 :class:`~tracker.temporal.smoothing.SmoothConfig`, ``[detector]``
 :class:`~tracker.detect.detectors.DetectorConfig`, ``[pipeline]``
 :class:`~tracker.runtime.pipeline.PipelineConfig`, ``[source]``
-:class:`~tracker.io.source.SourceOptions` and ``[stream]``
-:class:`~tracker.serve.server.StreamConfig`; ``[run]`` and ``[model]`` are defined here.
+:class:`~tracker.io.source.SourceOptions`, ``[stream]``
+:class:`~tracker.serve.server.StreamConfig` and ``[pose]``
+:class:`~tracker.outputs.headpose.PoseConfig`; ``[run]`` and ``[model]`` are defined here.
 :class:`Config` composes them and re-exports their names.
 
 A TOML file only lists what it changes; everything else keeps the dataclass defaults (which
@@ -25,16 +26,19 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tracker.errors import ConfigError  # noqa: F401 (re-exported)
+from tracker.errors import ConfigError, UsageError  # noqa: F401 (ConfigError re-exported)
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from tracker.config.sources import SourceEntry, parse_sources
 from tracker.detect.detectors import DetectorConfig
 from tracker.io.source import SourceConfig, SourceOptions  # noqa: F401 (re-exported)
 from tracker.outputs.encode import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
+from tracker.outputs.headpose import PoseConfig
+from tracker.outputs.vmc import parse_vmc_address
 from tracker.runtime.pipeline import POLICIES, PipelineConfig
 from tracker.serve.access import parse_address
 from tracker.serve.server import StreamConfig
@@ -55,6 +59,9 @@ class RunConfig:
     max_frames: int = 0  # stop after this many frames (0 = until the source ends)
     preset: str = DEFAULT_PRESET  # x264 preset of the annotated video (one of X264_PRESETS)
     crf: int = DEFAULT_CRF  # x264 constant rate factor of the annotated video (0-51, lower = better)
+    csv: str | None = None  # one CSV row per face per frame ("-" = stdout)
+    vmc: str | None = None  # [HOST:]PORT: VMC protocol (OSC over UDP) to an avatar app
+    mirror: bool = False  # flip the view left-right (selfie); labels stay the subject's
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,8 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     source: SourceOptions = field(default_factory=SourceOptions)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    sources: tuple[SourceEntry, ...] = ()  # [[sources]]: several inputs (tracker.config.sources)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Config:
         """A copy with ``{"section.field": value}`` replaced; None values are skipped."""
@@ -111,8 +120,13 @@ class Config:
             ("run.max_frames", self.run.max_frames >= 0, "must be >= 0"),
             ("run.preset", self.run.preset in X264_PRESETS, f"must be one of {', '.join(X264_PRESETS)}"),
             ("run.crf", 0 <= self.run.crf <= 51, "must be in [0, 51]"),
+            ("run.vmc", _vmc_ok(self.run.vmc), "must be [HOST:]PORT with PORT 1-65535"),
+            *((f"pose.{k}", getattr(self.pose, k) >= 0, "must be >= 0 (0 = unknown)")
+              for k in ("fx", "fy", "cx", "cy")),
+            ("pose.fov_deg", 0 <= self.pose.fov_deg < 180, "must be in [0, 180) (0 = unknown)"),
             ("pipeline.queue_size", self.pipeline.queue_size >= 1, "must be >= 1"),
             ("pipeline.sink_queue_size", self.pipeline.sink_queue_size >= 1, "must be >= 1"),
+            ("pipeline.batch_wait_ms", self.pipeline.batch_wait_ms >= 0, "must be >= 0"),
             ("pipeline.policy", self.pipeline.policy in ("auto", *POLICIES),
              f"must be one of auto, {', '.join(POLICIES)}"),
             ("source.open_timeout_s", self.source.open_timeout_s > 0, "must be > 0"),
@@ -135,6 +149,16 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _vmc_ok(address: str | None) -> bool:
+    if address is None:
+        return True
+    try:
+        parse_vmc_address(address)
+    except UsageError:
+        return False
+    return True
+
+
 def _address_ok(address: str | None) -> bool:
     if address is None:
         return True
@@ -155,9 +179,14 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in fields(cls)}
 
 
+def _sections() -> dict[str, Any]:
+    """The ``[section]`` tables of a Config (not its ``[[sources]]`` list)."""
+    return {n: t for n, t in _field_types(Config).items() if dataclasses.is_dataclass(t)}
+
+
 def _split_key(key: str) -> tuple[str, str]:
     section, _, name = key.partition(".")
-    sections = _field_types(Config)
+    sections = _sections()
     if section not in sections:
         raise ConfigError(f"unknown config section {section!r} (known: {', '.join(sections)})")
     names = _field_types(sections[section])
@@ -187,15 +216,22 @@ def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
     """Build a Config from nested ``{section: {field: value}}`` data."""
     overrides: dict[str, Any] = {}
     try:
+        sources: tuple[SourceEntry, ...] = ()
         for section, table in data.items():
+            if section == "sources":
+                sources = parse_sources(table)
+                continue
             if not isinstance(table, dict):
-                homes = [n for n, t in _field_types(Config).items() if section in _field_types(t)]
+                homes = [n for n, t in _sections().items() if section in _field_types(t)]
                 hint = f"; put it under [{homes[0]}]" if homes else ""
                 raise ConfigError(f"config key {section!r} must be inside a [section]{hint}")
             for name, value in table.items():
                 _split_key(f"{section}.{name}")
                 overrides[f"{section}.{name}"] = value
-        return Config().with_overrides(overrides)
+        if sources and overrides.get("run.source"):
+            raise ConfigError("give the input as [run] source or as [[sources]] entries, "
+                              "not both")
+        return replace(Config().with_overrides(overrides), sources=sources)
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
 

@@ -12,8 +12,10 @@ Angles decompose the model-to-camera rotation as ``R = Ry(-yaw) @ Rx(-pitch) @ R
 * ``pitch > 0``: the face tilts up (the nose moves up);
 * ``roll > 0``: the head tilts clockwise in the image.
 
-The camera is a pinhole with focal length ``max(width, height)`` pixels and its principal point
-at the image centre (:func:`camera_matrix`); lens distortion is ignored.
+The camera is a pinhole (:func:`camera_matrix`; lens distortion is ignored) whose intrinsics
+come from the ``[pose]`` config section (:class:`PoseConfig`): ``fx fy cx cy`` in pixels, or a
+field of view; unknown (0), the focal length is ``max(width, height)`` pixels and the principal
+point the image centre.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from tracker.face68 import (
     RIGHT_MOUTH_CORNER,
     UPPER_LIP_TOP,
 )
+from tracker.types import HeadPose
 
 # fmt: off
 FACE_MODEL_68: np.ndarray = np.array([
@@ -81,26 +84,39 @@ MIN_POINTS = 6
 
 
 @dataclass(frozen=True, slots=True)
-class HeadPose:
-    """A face's pose: angles in degrees, and the solvePnP rotation/translation.
+class PoseConfig:
+    """The camera the head poses are solved for (the ``[pose]`` config section); 0 = unknown.
 
-    ``rvec`` is a Rodrigues vector and ``tvec`` the model origin (the nose tip) in camera
-    coordinates (mm), so ``camera_point = R(rvec) @ model_point + tvec``. ``error`` is the RMS
-    reprojection error in pixels of the points used.
+    ``fx``/``fy`` (pixels of the displayed frame) win over ``fov_deg``; one of them alone
+    serves for both. ``fov_deg`` is the field of view across the frame's longer side. With
+    neither, f = the longer side (a 53 degree field of view). ``cx``/``cy`` default to the
+    image centre. ``draw`` draws each face's pose axes in ``--out`` / ``--show``.
     """
 
-    yaw: float
-    pitch: float
-    roll: float
-    rvec: np.ndarray
-    tvec: np.ndarray
-    error: float
+    fx: float = 0.0
+    fy: float = 0.0
+    cx: float = 0.0
+    cy: float = 0.0
+    fov_deg: float = 0.0  # across the longer side; 0 = unknown
+    draw: bool = False  # pose axes in the annotated video / preview
+
+    def camera_matrix(self, width: int, height: int) -> np.ndarray:
+        """3x3 intrinsics for a ``width`` x ``height`` frame."""
+        side = float(max(width, height))
+        fx, fy = self.fx or self.fy, self.fy or self.fx
+        if not fx:
+            fx = fy = (side / (2.0 * math.tan(math.radians(self.fov_deg) / 2.0))
+                       if self.fov_deg > 0 else side)
+        cx, cy = self.cx or width / 2.0, self.cy or height / 2.0
+        return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
 
 
-def camera_matrix(width: int, height: int) -> np.ndarray:
-    """3x3 intrinsics assumed for a ``width`` x ``height`` frame (f = the longer side)."""
-    f = float(max(width, height))
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+_DEFAULT_CAMERA = PoseConfig()
+
+
+def camera_matrix(width: int, height: int, camera: PoseConfig | None = None) -> np.ndarray:
+    """3x3 intrinsics of a ``width`` x ``height`` frame (default camera: f = the longer side)."""
+    return (camera or _DEFAULT_CAMERA).camera_matrix(width, height)
 
 
 def _rx(a: float) -> np.ndarray:
@@ -134,14 +150,15 @@ def angles_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
 
 
 def project(
-    model: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, width: int, height: int
+    model: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, width: int, height: int,
+    camera: PoseConfig | None = None,
 ) -> np.ndarray:
     """Pixel positions ``(N, 2)`` of 3D model points seen with pose ``rvec``/``tvec``."""
     pts, _ = cv2.projectPoints(
         np.asarray(model, np.float64).reshape(-1, 1, 3),
         np.asarray(rvec, np.float64).reshape(3, 1),
         np.asarray(tvec, np.float64).reshape(3, 1),
-        camera_matrix(width, height),
+        camera_matrix(width, height, camera),
         None,
     )
     return pts.reshape(-1, 2)
@@ -153,6 +170,7 @@ def estimate_pose(
     height: int,
     confidence: np.ndarray | None = None,
     min_confidence: float = 0.1,
+    camera: PoseConfig | None = None,
 ) -> HeadPose | None:
     """Head pose of one face from its 68 points in frame pixels; None when it cannot be solved.
 
@@ -174,7 +192,7 @@ def estimate_pose(
         return None
     obj = FACE_MODEL_68[idx].reshape(-1, 1, 3)
     img = pts[idx].reshape(-1, 1, 2)
-    cam = camera_matrix(width, height)
+    cam = camera_matrix(width, height, camera)
     try:
         found, rvec, tvec = cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
         if not found:
@@ -185,7 +203,7 @@ def estimate_pose(
     rvec, tvec = rvec.reshape(3), tvec.reshape(3)
     if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or tvec[2] <= 0:
         return None
-    reproj = project(FACE_MODEL_68[idx], rvec, tvec, width, height)
+    reproj = project(FACE_MODEL_68[idx], rvec, tvec, width, height, camera)
     error = float(np.sqrt(np.mean(np.sum((reproj - pts[idx]) ** 2, axis=1))))
     yaw, pitch, roll = angles_from_rotation(cv2.Rodrigues(rvec)[0])
     return HeadPose(yaw, pitch, roll, rvec, tvec, error)

@@ -12,7 +12,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tracker.face68 import CLOSED_REGIONS, N_POINTS, REGIONS
+from tracker.face68 import CLOSED_REGIONS, N_POINTS, NOSE_TIP, REGIONS
 from tracker.types import Landmarks, TrackedFrame
 
 # The mesh as open or closed polylines, one per region (the edges are face68.CONNECTIONS).
@@ -116,6 +116,30 @@ def draw_box(image: np.ndarray, face: Landmarks) -> None:
     cv2.putText(image, label, (x0 + 2, ty), _FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
 
 
+_AXIS_RGB = ((255, 60, 60), (60, 230, 60), (70, 140, 255))  # x, up, forward
+
+
+def draw_pose(image: np.ndarray, face: Landmarks) -> None:
+    """Draw a face's head-pose axes from the nose tip (red: the model's x, to the image's right
+    for a frontal face; green: up; blue: forward, out of the face; an orthographic sketch, a
+    third of the face box long) and ``id N  yaw/pitch/roll`` below the box, in place."""
+    pose = face.pose
+    if pose is None or not np.isfinite(face.points[NOSE_TIP]).all():
+        return
+    rot = cv2.Rodrigues(np.asarray(pose.rvec, np.float64).reshape(3, 1))[0]
+    length = max(face.box.width, face.box.height) / 3.0
+    origin = np.asarray(face.points[NOSE_TIP], np.float64)
+    for axis, sign, color in zip((0, 1, 2), (1.0, -1.0, -1.0), _AXIS_RGB, strict=True):
+        end = origin + sign * length * rot[:2, axis]
+        a, b = _fixed(np.stack([origin, end]))
+        cv2.line(image, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), color, 2, cv2.LINE_AA,
+                 _SHIFT)
+    label = f"id {face.face_id}  y{pose.yaw:+.0f} p{pose.pitch:+.0f} r{pose.roll:+.0f}"
+    x0, y1 = int(round(face.box.x0)), int(round(face.box.y1))
+    cv2.putText(image, label, (x0, min(image.shape[0] - 4, y1 + 16)), _FONT, 0.45,
+                face_color(face.face_id), 1, cv2.LINE_AA)
+
+
 def annotate(
     image: np.ndarray,
     tracked: TrackedFrame,
@@ -125,8 +149,10 @@ def annotate(
     boxes: bool = True,
     radius: int = 2,
     inplace: bool = False,
+    pose: bool = False,
 ) -> np.ndarray:
-    """Draw every face of ``tracked`` and return the annotated image.
+    """Draw every face of ``tracked`` (with ``pose``, its head-pose axes, :func:`draw_pose`)
+    and return the annotated image.
 
     By default draws on a copy and never touches ``image`` (frames may be shared with other
     sinks). With ``inplace=True`` draws on ``image`` itself, which must then be a C-contiguous,
@@ -144,6 +170,8 @@ def annotate(
         if boxes:
             draw_box(out, face)
         draw_landmarks(out, face, color_by=color_by, radius=radius, mesh=mesh)
+        if pose:
+            draw_pose(out, face)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Output stages: landmarks as JSON lines, annotated frames to a video file and a preview window.
+"""Output stages: landmarks as JSON lines or CSV rows, annotated frames to a video file and a
+preview window.
 
 Files are opened when a sink is constructed (in the caller's thread, so a bad path fails before
 processing starts) and finalised in :meth:`close`, which the pipeline always calls.
@@ -6,7 +7,9 @@ processing starts) and finalised in :meth:`close`, which the pipeline always cal
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import sys
@@ -17,21 +20,19 @@ from typing import Any, Protocol
 import numpy as np
 
 from tracker.errors import OutputError
-from tracker.outputs.record import frame_record
+from tracker.outputs.record import CSV_COLUMNS, csv_rows, frame_record
 from tracker.runtime.pipeline import Stage, StopRequested
 from tracker.types import Frame, TrackedFrame
 
 
-class JsonlSink(Stage):
-    """Writes one JSON line per tracked frame (:func:`~tracker.outputs.record.frame_record`).
+class LineSink(Stage):
+    """Writes whole lines to a file or stdout (``path`` '-').
 
     Each line goes out in one unbuffered write, so the file always ends on a complete line:
     when a write fails (disk full) the file is cut back to the last complete line and
-    :class:`~tracker.errors.OutputError` is raised with the OS reason. On stdout (``path``
-    '-') a reader that goes away (``| head``) stops the run cleanly instead.
+    :class:`~tracker.errors.OutputError` is raised with the OS reason. On stdout a reader that
+    goes away (``| head``) stops the run cleanly instead.
     """
-
-    name = "jsonl"
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -40,8 +41,8 @@ class JsonlSink(Stage):
         self._file = None if path == "-" else open(path, "wb", buffering=0)  # noqa: SIM115
         self._closed = False
 
-    def process(self, item: TrackedFrame) -> None:
-        line = json.dumps(frame_record(item), separators=(",", ":"), allow_nan=False) + "\n"
+    def write_line(self, line: str) -> None:
+        """One complete line (ending in a newline)."""
         if self._file is None:
             self._to_stdout(line)
         else:
@@ -86,6 +87,45 @@ class JsonlSink(Stage):
             _stdout_to_devnull()
             if not _closed_pipe(exc):
                 raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+class JsonlSink(LineSink):
+    """One JSON line per tracked frame (:func:`~tracker.outputs.record.frame_record`)."""
+
+    name = "jsonl"
+
+    def write(self, item: TrackedFrame, file: str | None = None) -> None:
+        """The frame's line; ``file`` names a still image."""
+        rec = frame_record(item, file)
+        self.write_line(json.dumps(rec, separators=(",", ":"), allow_nan=False) + "\n")
+
+    def process(self, item: TrackedFrame) -> None:
+        self.write(item)
+
+
+class CsvSink(LineSink):
+    """One CSV row per face per frame (:data:`~tracker.outputs.record.CSV_COLUMNS`, written
+    first as the header), each row one whole line."""
+
+    name = "csv"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.write_line(_csv_line(list(CSV_COLUMNS)))
+
+    def write(self, item: TrackedFrame, file: str | None = None) -> None:
+        """The frame's rows; ``file`` names a still image."""
+        for row in csv_rows(item, file):
+            self.write_line(_csv_line(row))
+
+    def process(self, item: TrackedFrame) -> None:
+        self.write(item)
+
+
+def _csv_line(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(cells)
+    return buf.getvalue()
 
 
 def _closed_pipe(exc: OSError) -> bool:

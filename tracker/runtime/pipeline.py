@@ -47,6 +47,8 @@ class PipelineConfig:
     queue_size: int = 8  # decode -> track (and track -> smooth)
     sink_queue_size: int = 32  # track -> each sink
     policy: str = "auto"  # auto (files block, live drop_oldest) | block | drop_oldest
+    batch_streams: bool = True  # several sources: one model batches all streams' faces
+    batch_wait_ms: float = 2.0  # longest wait for the other streams' faces before a batch runs
 
 
 @dataclass(slots=True)

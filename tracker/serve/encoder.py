@@ -157,8 +157,9 @@ class FrameEncoder:
             return None
         f = tracked.frame
         h, w = f.image.shape[:2]
-        faces = [
-            protocol.face_dict(face, estimate_pose(face.points, w, h, face.confidence))
+        faces = [  # described faces carry their pose (camera as configured); others get one here
+            protocol.face_dict(face) if face.expression is not None
+            else protocol.face_dict(face, estimate_pose(face.points, w, h, face.confidence))
             for face in tracked.faces
         ]
         packet = None

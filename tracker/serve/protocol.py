@@ -32,7 +32,7 @@ CLOSE_UNAUTHORIZED = 4401  # missing or wrong token
 CLOSE_FORBIDDEN = 4403  # origin or Host not allowed
 CLOSE_STALLED = 4408  # stalled past the timeout
 
-FACE_FIELDS: tuple[str, ...] = ("presence", "box", "points", "confidence", "pose")
+FACE_FIELDS: tuple[str, ...] = ("presence", "box", "points", "confidence", "pose", "expression")
 """Per-face fields a client may subscribe to (``id`` is always sent)."""
 
 LANDMARK_NAMES: tuple[str, ...] = tuple(
@@ -56,6 +56,8 @@ class SourceMeta:
     width: int
     height: int
     fps: float
+    camera: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy of the poses
+    mirrored: bool = False  # frames are flipped left-right (selfie view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +126,13 @@ def parse_subscribe(data: Any, current: Subscription) -> Subscription:
     return Subscription(fields, faces, preview)
 
 
-def camera_dict(width: int, height: int) -> dict[str, float]:
-    """The pinhole camera the head poses are computed with."""
+def camera_dict(width: int, height: int,
+                camera: tuple[float, float, float, float] | None = None) -> dict[str, float]:
+    """The pinhole camera the head poses are computed with (``camera``: fx, fy, cx, cy as
+    configured; default: focal = the longer side, centred)."""
+    if camera is not None:
+        fx, fy, cx, cy = (float(v) for v in camera)
+        return {"fx": fx, "fy": fy, "cx": cx, "cy": cy}
     k = camera_matrix(width, height)
     return {"fx": k[0, 0], "fy": k[1, 1], "cx": k[0, 2], "cy": k[1, 2]}
 
@@ -152,7 +159,8 @@ def hello_message(
             "height": int(source.height),
             "fps": round(float(source.fps), 3) if math.isfinite(source.fps) else 0.0,
         },
-        "camera": camera_dict(source.width, source.height),
+        "camera": camera_dict(source.width, source.height, source.camera),
+        "mirrored": bool(source.mirrored),
         "pose_model": {
             "units": "mm",
             "origin_point": MODEL_ORIGIN,
@@ -174,10 +182,15 @@ def pose_dict(pose: HeadPose | None) -> dict[str, Any] | None:
     return record.pose_record(pose)
 
 
-def face_dict(face: Landmarks, pose: HeadPose | None) -> dict[str, Any]:
+def face_dict(face: Landmarks, pose: HeadPose | None = None) -> dict[str, Any]:
     """Every field of one face (a subscription then picks from it): the JSONL face record
-    (:func:`tracker.outputs.record.face_record`) plus ``pose``."""
-    return {**record.face_record(face), "pose": pose_dict(pose)}
+    (:func:`tracker.outputs.record.face_record`), which carries ``pose`` and ``expression``
+    once the face was described; for a face that was not, ``pose`` is the given one."""
+    rec = record.face_record(face)
+    if "pose" not in rec:
+        rec["pose"] = pose_dict(pose)
+        rec["expression"] = None
+    return rec
 
 
 def frame_message(
