@@ -287,8 +287,10 @@ class _Stream:
         except StageError as exc:
             metrics, error = pipe.metrics(), assembly.stage_failure(exc)
         status = "failed" if error is not None else (pipe.stop_reason or "finished")
-        report = RunReport(video.info, metrics, track.stats, self.outputs, status,
-                           self._stopped is not None, video.warning, tuple(video.notes))
+        report = RunReport(info=video.info, metrics=metrics, stats=track.stats,
+                           outputs=self.outputs, status=status,
+                           interrupted=self._stopped is not None, warning=video.warning,
+                           notes=tuple(video.notes))
         if error is None and not pipe.stop_reason:
             error = input_problem(video, metrics)
         return StreamReport(self.name, spec, report, error, self.outputs, *latency.percentiles())

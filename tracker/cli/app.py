@@ -125,7 +125,7 @@ def run_command(
     source: Annotated[
         list[str] | None,
         typer.Option(
-            "--source", "-s", show_default=False,
+            "--source", "-s", metavar="SPEC", show_default=False,
             help="Input: a video file, webcam, webcam:N, an rtsp/rtmp/http(s)/udp/tcp URL, "
             "or lavfi:GRAPH (an FFmpeg test source). Repeat it for several streams at once "
             "(outputs then need {stream} or {name} in their names, e.g. out_{stream}.mp4).",
