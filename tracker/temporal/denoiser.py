@@ -84,15 +84,7 @@ class TemporalDenoiser:
     def __call__(self, cur: np.ndarray, conf: np.ndarray, prev1: np.ndarray, prev2: np.ndarray,
                  has_prev: np.ndarray) -> np.ndarray:
         """Corrected points ``(N, K, 2)`` (same normalised coordinates as ``cur``)."""
-        h = features(cur, conf, prev1, prev2, has_prev)
-        w = self.weights
-        for i in range(0, len(w) - 2, 2):
-            h = h @ w[i]
-            h += w[i + 1]
-            np.maximum(h, 0.0, out=h)
-        delta = h @ w[-2] + w[-1]
-        if self.config.blend != 1.0:
-            delta *= self.config.blend
+        delta = self._delta(features(cur, conf, prev1, prev2, has_prev))
         return (cur.reshape(cur.shape[0], -1) + delta).reshape(cur.shape).astype(np.float32)
 
     def refine(self, points: np.ndarray, confidence: np.ndarray, history: list[np.ndarray],
@@ -121,6 +113,11 @@ class TemporalDenoiser:
 
     def _correct(self, cur: np.ndarray, h: np.ndarray) -> np.ndarray:
         """``cur`` (K, 2) plus the model's correction for the feature row ``h``."""
+        return (cur.reshape(1, -1) + self._delta(h)).reshape(cur.shape).astype(np.float32)
+
+    def _delta(self, h: np.ndarray) -> np.ndarray:
+        """The MLP on feature rows ``h`` (N, F): the blended correction (N, 2K); ``h`` is
+        left as it was."""
         w = self.weights
         for i in range(0, len(w) - 2, 2):
             h = h @ w[i]
@@ -129,7 +126,7 @@ class TemporalDenoiser:
         delta = h @ w[-2] + w[-1]
         if self.config.blend != 1.0:
             delta *= self.config.blend
-        return (cur.reshape(1, -1) + delta).reshape(cur.shape).astype(np.float32)
+        return delta
 
 
 def save_temporal(path: str | Path, config: TemporalConfig, weights: list[np.ndarray],

@@ -15,7 +15,6 @@ retried one request at a time, so a bad request fails only its own stream.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tracker.runtime.pipeline import Stage
+from tracker.tracking.face_tracker import accepts_angles
 from tracker.types import Box, Frame, TrackedFrame
 
 WAIT_S = 0.002  # longest wait for the other streams' requests
@@ -68,17 +68,9 @@ def _run_requests(model: Any, requests: Sequence[_Request]) -> list[list[Any]]:
     many = getattr(model, "predict_many", None)
     if many is not None:
         return [list(r) for r in many([(r.image, r.boxes, r.angles) for r in requests])]
-    if _accepts_angles(model):
+    if accepts_angles(model):
         return [list(model.predict(r.image, r.boxes, r.angles)) for r in requests]
     return [list(model.predict(r.image, r.boxes)) for r in requests]
-
-
-def _accepts_angles(model: Any) -> bool:
-    try:
-        params = inspect.signature(model.predict).parameters
-    except (TypeError, ValueError):
-        return True
-    return "angles" in params or any(p.kind is p.VAR_POSITIONAL for p in params.values())
 
 
 class SharedLandmarker:

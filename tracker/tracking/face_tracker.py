@@ -170,7 +170,8 @@ class TrackStats:
     cuts: int = 0  # scene cuts seen
 
 
-def _accepts_angles(landmarker: Any) -> bool:
+def accepts_angles(landmarker: Any) -> bool:
+    """Whether ``landmarker.predict`` takes the ROI angles (older models take boxes only)."""
     try:
         params = inspect.signature(landmarker.predict).parameters
     except (TypeError, ValueError):
@@ -203,7 +204,7 @@ class TrackStage(Stage):
         self.options = options
         self.min_score = min_score
         self.denoiser = denoiser
-        self._angles = _accepts_angles(landmarker)
+        self._angles = accepts_angles(landmarker)
         self._tracks: list[_Track] = []
         self._lost: list[_Lost] = []
         self._next_id = 0
