@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,22 @@ def vmc_sink(address: str) -> Stage:
     from tracker.outputs.vmc import VmcSink
 
     return VmcSink(address)
+
+
+def file_outputs(cfg: Config, info: SourceInfo, cleanup: ExitStack) -> tuple[Any, Any, Any]:
+    """The configured ``(video writer, JSONL sink, CSV sink)``, each None when not asked for,
+    opened in that order with their closing registered on ``cleanup`` (so a failure while
+    opening one still closes those already open)."""
+    r = cfg.run
+    writer = jsonl = csv = None
+    if r.out:
+        writer = video_writer(cfg, r.out, info)
+        cleanup.callback(writer.close)
+    if r.jsonl:
+        jsonl = cleanup.enter_context(closing(jsonl_sink(r.jsonl)))
+    if r.csv:
+        csv = cleanup.enter_context(closing(csv_sink(r.csv)))
+    return writer, jsonl, csv
 
 
 def stream_sink(cfg: StreamConfig, info: SourceInfo, pose: Any = None,

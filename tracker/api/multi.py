@@ -257,14 +257,7 @@ class _Stream:
             video = assembly.open_video(cfg)
             cleanup.callback(video.close)
             vmc = cleanup.enter_context(closing(assembly.vmc_sink(r.vmc))) if r.vmc else None
-            writer = jsonl = csv = None
-            if r.out:
-                writer = assembly.video_writer(cfg, r.out, video.info)
-                cleanup.callback(writer.close)
-            if r.jsonl:
-                jsonl = cleanup.enter_context(closing(assembly.jsonl_sink(r.jsonl)))
-            if r.csv:
-                csv = cleanup.enter_context(closing(assembly.csv_sink(r.csv)))
+            writer, jsonl, csv = assembly.file_outputs(cfg, video.info, cleanup)
             client = self.landmarker if isinstance(self.landmarker, BatchClient) else None
             detector = client.away(self.detector) if client is not None else self.detector
             track = assembly.track_stage(cfg, detector, self.landmarker, self.denoiser)

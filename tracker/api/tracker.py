@@ -283,14 +283,7 @@ class Tracker:
                 cleanup.callback(ws.close)
             preview = assembly.preview_factory(cfg) if r.show else None
             vmc = cleanup.enter_context(closing(assembly.vmc_sink(r.vmc))) if r.vmc else None
-            writer = jsonl = csv = None
-            if r.out:
-                writer = assembly.video_writer(cfg, r.out, video.info)
-                cleanup.callback(writer.close)
-            if r.jsonl:
-                jsonl = cleanup.enter_context(closing(assembly.jsonl_sink(r.jsonl)))
-            if r.csv:
-                csv = cleanup.enter_context(closing(assembly.csv_sink(r.csv)))
+            writer, jsonl, csv = assembly.file_outputs(cfg, video.info, cleanup)
 
             from tracker.runtime import faults
             from tracker.tracking.downscale import downscaled

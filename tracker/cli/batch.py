@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from tracker.cli.app import ExitCode, known_errors
+from tracker.cli.tables import key_value_table
 from tracker.engines.names import ENGINE_HELP
 
 MAX_FAILURES_SHOWN = 10
@@ -65,10 +66,7 @@ def _progress(console: Console) -> Iterator[_Bar]:
 def summary_table(result: Any, out_dir: Path) -> Table:
     """Done / skipped / failed, frames, wall time and video-seconds per wall-second."""
     status = "interrupted" if result.interrupted else "finished"
-    t = Table(title=f"tracker batch: {status}", show_header=False, box=None,
-              title_justify="left", pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t = key_value_table(f"tracker batch: {status}")
     t.add_row("inputs", f"{result.total}: {result.done} done, {result.skipped} skipped "
               f"(already done), {len(result.failed)} failed")
     t.add_row("frames", str(result.frames))

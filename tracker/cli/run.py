@@ -24,6 +24,7 @@ from rich.table import Table
 
 from tracker.api import RunReport, Tracker, TrackerOptions
 from tracker.cli.errors import ExitCode
+from tracker.cli.tables import key_value_table
 from tracker.config.schema import load_config
 from tracker.errors import TrackerError
 from tracker.io.source import SourceInfo
@@ -53,10 +54,7 @@ def summary_table(report: RunReport, status: str) -> Table:
     """One screen: throughput, faces, drops, per-stage latency and queue depths."""
     info, m, stats, outputs = report.info, report.metrics, report.stats, report.outputs
     fps_in = f"{info.fps:.2f} fps" if info.fps else "unknown fps"
-    t = Table(title=f"tracker run: {status}", show_header=False, box=None, title_justify="left",
-              pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t = key_value_table(f"tracker run: {status}")
     live = "live" if info.is_live else info.kind
     t.add_row("source", f"{info.spec} ({info.width}x{info.height}, {fps_in}, {live})")
     dropped = sum(c.dropped for c in m.channels if c.name != "preview")
@@ -153,10 +151,7 @@ def _run_stills(console: Console, cfg: Any,
 
     report = run_stills(cfg, factory, warn)
     status = "interrupted (outputs finalised)" if report.interrupted else "finished"
-    t = Table(title=f"tracker run: {status}", show_header=False, box=None,
-              title_justify="left", pad_edge=False)
-    t.add_column(style="bold")
-    t.add_column()
+    t = key_value_table(f"tracker run: {status}")
     t.add_row("images", f"{report.images} processed, {len(report.skipped)} skipped "
               f"in {report.seconds:.1f} s")
     t.add_row("faces", str(report.faces))
