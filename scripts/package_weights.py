@@ -1,9 +1,12 @@
 """Copy a trained checkpoint into the package as the default model and write its JSON card.
 
-    python scripts/package_weights.py RUN/best.pt --history runs_history.json [--calibrate]
+    python scripts/package_weights.py RUN/best.pt --history runs_history.json \
+        [--data data.json] [--val DIR ...] [--calibrate --train DIR]
 
 The card records the model config, preprocessing, how it was trained (commands, data, seeds,
-epochs), validation metrics measured here with `tracker eval`'s code, and the weights checksum.
+epochs), the training data and its licences (``--data``: a JSON object written into the card),
+validation metrics per ``--val`` folder measured here with `tracker eval`'s code (box from the
+landmarks and box from the package's detector), and the weights checksum.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint")
     parser.add_argument("--history", required=True, help="JSON list of the training stages")
-    parser.add_argument("--val", default="../shared/data/faces68/val")
+    parser.add_argument("--val", nargs="+", default=["../shared/data/faces68/val"],
+                        help="validation folders, each reported on its own")
+    parser.add_argument("--data", default="",
+                        help="JSON file describing the training data and licences for the card")
     parser.add_argument("--out", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--calibrate", action="store_true",
                         help="fit the per-landmark offset on --train (tracker.training.calibrate)")
@@ -38,10 +44,16 @@ def main() -> None:
     if args.calibrate:
         calibrate(out, args.train)
     ckpt = load_checkpoint(out)
-    samples = load_eval_set(args.val)
     lm = load_landmarker(str(out))
-    metrics = {"tight_box": evaluate(samples, lm).summary(),
-               "detector": evaluate(samples, lm, create_detector()).summary()}
+    detector = create_detector()
+    metrics = {}
+    for folder in args.val:
+        samples = load_eval_set(folder)
+        metrics[folder] = {"tight_box": evaluate(samples, lm).summary(),
+                           "detector": evaluate(samples, lm, detector).summary()}
+    data = json.loads(Path(args.data).read_text()) if args.data else {
+        "train": "faces68/train (3,402 images, 277 persons)",
+        "val": "faces68/val (420 images, 35 other persons), used for model selection"}
     card = {
         "file": out.name,
         "sha256": file_sha256(out),
@@ -58,10 +70,10 @@ def main() -> None:
             "command": ("python -m tracker.training.calibrate CKPT --train "
                         + str(ckpt.meta.get("point_offset_data"))),
         },
-        "data": {"train": "faces68/train (3,402 images, 277 persons)",
-                 "val": "faces68/val (420 images, 35 other persons), used for model selection"},
+        "data": data,
         "val_metrics": metrics,
-        "val_metrics_command": "tracker eval --json  |  tracker eval --json --detector",
+        "val_metrics_command": "tracker eval --data DIR --json  |  tracker eval --data DIR --json "
+                               "--detector",
         "packaged": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")

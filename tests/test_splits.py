@@ -130,3 +130,31 @@ def test_train_cli_refuses_val_folders_in_one_line(folders: tuple[Path, Path], t
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
     assert not (tmp_path / "r" / "best.pt").exists()
+
+
+def test_folder_weights_resample_each_epoch(folders: tuple[Path, Path]) -> None:
+    import numpy as np
+
+    a, b = folders
+    assert splits.folder_weight(f"{a}@3") == (str(a), 3.0)
+    assert splits.folder_weight(a) == (str(a), 1.0)
+    for bad in ("x", "0", "-1", "inf"):
+        with pytest.raises(ValueError, match="sampling weight"):
+            splits.folder_weight(f"{a}@{bad}")
+    plain = splits.load_train_data([a, b], 0.3)
+    data = splits.load_train_data([f"{a}@0.5", f"{b}@3"], 0.3)
+    assert [s.name for s in data.select] == [s.name for s in plain.select]  # never reweighted
+    assert set(data.counts()) == {str(a), str(b)}  # the folders are named without the weight
+    n_a, n_b = data.counts()[str(a)][0], data.counts()[str(b)][0]
+    rng = np.random.default_rng(0)
+    order = data.epoch_order(rng)
+    groups = np.array(data.train_groups, dtype=object)[order]
+    assert len(order) == data.epoch_size() == round(0.5 * n_a) + 3 * n_b
+    assert (groups == str(b)).sum() == 3 * n_b and (groups == str(a)).sum() == round(0.5 * n_a)
+    b_idx = order[groups == str(b)]
+    assert all(np.count_nonzero(b_idx == i) == 3 for i in set(b_idx.tolist()))  # each thrice
+    assert len(set(order[groups == str(a)].tolist())) == round(0.5 * n_a)  # a half, no repeats
+    assert not np.array_equal(data.epoch_order(rng), order)  # drawn afresh every epoch
+    # weight 1 everywhere: the same order the unweighted trainer drew (a plain permutation)
+    same = plain.epoch_order(np.random.default_rng(5))
+    assert np.array_equal(same, np.random.default_rng(5).permutation(len(plain.train)))

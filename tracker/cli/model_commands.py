@@ -20,7 +20,8 @@ def train_command(
         help="Variant: rcn_lite80, rcn_lite, rcn, sumnet_lite, sumnet (tracker/model.py).")] = "rcn_lite",
     train: Annotated[list[str] | None, typer.Option(
         "--data", "--train",
-        help="Training folder (images + .pts); repeat for several. Default: faces68/train.")] = None,
+        help="Training folder (images + .pts); repeat for several; DIR@W draws W times its "
+             "images each epoch (@3, @0.5). Default: faces68/train.")] = None,
     val: Annotated[str, typer.Option(
         help="Select checkpoints on this folder instead of a split of the training data "
              "(never one named val or test).")] = "",
@@ -64,7 +65,13 @@ def train_command(
         folders = train or [TRAIN_DIR]
         if val and select_frac is not None:
             raise CliError("--val and --select-frac exclude each other", ExitCode.USAGE)
-        for folder in [*folders, *([val] if val else [])]:
+        from tracker.training.splits import folder_weight
+
+        for spec in [*folders, *([val] if val else [])]:
+            try:
+                folder = folder_weight(spec)[0] if spec != val else spec
+            except ValueError as exc:
+                raise CliError(str(exc), ExitCode.USAGE) from None
             if not Path(folder).is_dir():
                 raise CliError(f"data folder not found: {folder}", ExitCode.SOURCE)
         if teacher and not Path(teacher).is_file():

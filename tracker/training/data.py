@@ -106,10 +106,12 @@ def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def batches(
     samples: list[Sample], size: int, batch_size: int, rng: np.random.Generator,
-    aug: Augment | None, shuffle: bool = True,
+    aug: Augment | None, shuffle: bool = True, order: np.ndarray | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (crops uint8 (B,S,S,3), points float32 (B,68,2)) batches."""
-    order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
+    """Yield (crops uint8 (B,S,S,3), points float32 (B,68,2)) batches, in ``order`` (indices
+    into ``samples``) when given, else shuffled or in turn."""
+    if order is None:
+        order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         crops, pts = zip(

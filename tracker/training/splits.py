@@ -6,15 +6,22 @@ each file's *group*: its name without a trailing ``_<digits>[b]`` (faces68's per
 or photo's images always land on the same side, in every run and on every machine. Held-out
 data never enters: a folder named ``val``/``valid``/``validation``/``test`` is refused, and the
 files of InfAnFace's ``test_`` split (``wild68/infant``) are dropped from training folders.
+
+A training folder may carry a sampling weight, ``DIR@W``: each epoch draws ``W`` times its
+training images (``@3``: every image three times; ``@0.5``: a random half), so a small domain
+can count as much as a large one; the selection split is never reweighted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tracker.evaluation.stills import SPLIT_PREFIXES
 from tracker.face68 import N_POINTS
@@ -53,6 +60,21 @@ def check_not_held_out(folder: str | Path, role: str = "training") -> None:
                          "with --select-frac instead")
 
 
+def folder_weight(spec: str | Path) -> tuple[str, float]:
+    """``"DIR@W"`` -> ``("DIR", W)``; a plain folder has weight 1. ValueError for a bad weight."""
+    text = str(spec)
+    folder, sep, weight = text.rpartition("@")
+    if not sep or not folder:
+        return text, 1.0
+    try:
+        w = float(weight)
+    except ValueError:
+        raise ValueError(f"{text}: the sampling weight after '@' must be a number") from None
+    if not (w > 0 and math.isfinite(w)):
+        raise ValueError(f"{text}: the sampling weight after '@' must be positive")
+    return folder, w
+
+
 def load_kept(folder: str | Path, limit: int | None = None) -> tuple[list[Sample], int]:
     """The 68-point samples of ``folder`` minus InfAnFace ``test_`` files (then the first
     ``limit``), and how many ``test_`` files were left out."""
@@ -75,6 +97,30 @@ class TrainData:
     select: list[Sample]
     select_groups: tuple[str, ...]
     dropped: dict[str, int]  # folder -> InfAnFace test_ files left out
+    weights: dict[str, float] | None = None  # folder -> sampling weight (``DIR@W``; default 1)
+
+    def epoch_size(self) -> int:
+        """Images drawn per epoch (:meth:`epoch_order`'s length)."""
+        weights = self.weights or {}
+        n = self.counts()
+        return sum(int(w) * n[f][0] + round((w - int(w)) * n[f][0])
+                   for f, w in ((f, weights.get(f, 1.0)) for f in dict.fromkeys(self.train_groups)))
+
+    def epoch_order(self, rng: np.random.Generator) -> np.ndarray:
+        """Indices into ``train`` for one epoch, shuffled: each folder's images ``W`` times
+        (the fraction of a non-integer ``W`` as a random subset)."""
+        weights = self.weights or {}
+        groups = np.array(self.train_groups, dtype=object)
+        parts = []
+        for folder in dict.fromkeys(self.train_groups):
+            idx = np.flatnonzero(groups == folder)
+            w = weights.get(folder, 1.0)
+            whole, frac = int(w), w - int(w)
+            parts += [idx] * whole
+            if frac > 0:
+                parts.append(rng.choice(idx, size=round(frac * len(idx)), replace=False))
+        order = np.concatenate(parts) if parts else np.arange(0)
+        return order[rng.permutation(len(order))]
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Folder -> (training images, selection images)."""
@@ -93,6 +139,8 @@ def load_train_data(folders: Sequence[str | Path], select_frac: float = 0.0,
     """
     if not folders:
         raise ValueError("no training folders given")
+    weights = dict(folder_weight(f) for f in folders)
+    folders = list(weights)
     for folder in folders:
         check_not_held_out(folder, "training")
     if val:
@@ -121,4 +169,5 @@ def load_train_data(folders: Sequence[str | Path], select_frac: float = 0.0,
         raise ValueError("every training image fell in the selection split: lower --select-frac")
     if not select:
         raise ValueError("the selection set is empty: raise --select-frac, add data or give --val")
-    return TrainData(train, tuple(train_groups), select, tuple(select_groups), dropped)
+    return TrainData(train, tuple(train_groups), select, tuple(select_groups), dropped,
+                     {str(f): w for f, w in weights.items()})

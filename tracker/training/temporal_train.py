@@ -18,6 +18,7 @@ random place) or moved, and some clips start without history. Run::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import numpy as np
 from tracker.io.pts import Sample, load_folder
 from tracker.models.checkpoint import file_sha256
 from tracker.temporal.denoiser import TemporalConfig, TemporalDenoiser, save_temporal
+from tracker.training.splits import check_not_held_out, load_kept
 from tracker.training.temporal_data import DATA_VERSION, Clips, run_rcn, synthesise, to_clips
 
 
@@ -38,8 +40,10 @@ class TemporalTrainConfig:
     """Everything that defines a temporal-model training run (saved in the JSON sidecar)."""
 
     rcn: str = "tracker/weights/rcn_lite.pt"
-    train: str = "../shared/data/faces68/train"
-    val: str = "../shared/data/faces68/val"
+    # training folders (InfAnFace ``test_`` files are left out; held-out folder names refused)
+    train: tuple[str, ...] = ("../shared/data/faces68/train",)
+    # reported after training (never used to choose anything)
+    val: tuple[str, ...] = ("../shared/data/faces68/val",)
     out: str = "tracker/weights"
     name: str = "temporal_dkm"
     cache: str = "/tmp/temporal_cache"
@@ -56,6 +60,11 @@ class TemporalTrainConfig:
     seed: int = 0
     threads: int = 1
     limit: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, (str(v),) if isinstance(v, str | Path) else tuple(v))
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,8 @@ def cached_clips(cfg: TemporalTrainConfig, split: str, samples: list[Sample], va
     """Crops cached per (split, variants, frames, seed); RCN outputs per RCN weights."""
     cache = Path(cfg.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    base = f"{split}-v{DATA_VERSION}-{variants}x{cfg.frames}-{seed}-{len(samples)}-{size}"
+    names = hashlib.sha256("\n".join(s.name for s in samples).encode()).hexdigest()[:8]
+    base = f"{split}{names}-v{DATA_VERSION}-{variants}x{cfg.frames}-{seed}-{len(samples)}-{size}"
     crops_path = cache / f"{base}-crops.npz"
     rcn_path = cache / f"{base}-rcn-{file_sha256(cfg.rcn)[:12]}.npz"
     if crops_path.exists():
@@ -247,6 +257,15 @@ def cached_clips(cfg: TemporalTrainConfig, split: str, samples: list[Sample], va
     return to_clips(arrays, cur, conf, size)
 
 
+def training_samples(folders: tuple[str, ...], limit: int | None) -> list[Sample]:
+    """The labelled stills of ``folders`` (``limit`` each), held-out folders refused."""
+    samples: list[Sample] = []
+    for folder in folders:
+        check_not_held_out(folder)
+        samples += load_kept(folder, limit)[0]
+    return samples
+
+
 def train(cfg: TemporalTrainConfig) -> dict[str, object]:
     """Build (or load cached) clips, train, save weights + sidecar; returns the sidecar."""
     import torch
@@ -258,9 +277,10 @@ def train(cfg: TemporalTrainConfig) -> dict[str, object]:
     torch.manual_seed(cfg.seed)
     limit = cfg.limit or None
     size = load_checkpoint(cfg.rcn).net.size
-    clips = cached_clips(cfg, "train", load_folder(cfg.train, limit), cfg.variants, cfg.seed, size)
-    val = cached_clips(cfg, "val", load_folder(cfg.val, limit), cfg.val_variants, cfg.seed + 1,
-                       size)
+    clips = cached_clips(cfg, "train", training_samples(cfg.train, limit), cfg.variants, cfg.seed,
+                         size)
+    val_samples = [s for folder in cfg.val for s in load_folder(folder, limit)]
+    val = cached_clips(cfg, "val", val_samples, cfg.val_variants, cfg.seed + 1, size)
     print(f"clips: train {len(clips)} val {len(val)} x {cfg.frames} frames "
           f"({time.perf_counter() - t0:.0f}s)", flush=True)
     tc = TemporalConfig(hidden=cfg.hidden, layers=cfg.layers, blend=cfg.blend)
@@ -293,7 +313,10 @@ def train(cfg: TemporalTrainConfig) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="train the temporal denoising keypoint model")
     for f, v in asdict(TemporalTrainConfig()).items():
-        parser.add_argument(f"--{f}", type=type(v), default=v)
+        if isinstance(v, tuple):
+            parser.add_argument(f"--{f}", nargs="+", default=v)
+        else:
+            parser.add_argument(f"--{f}", type=type(v), default=v)
     train(TemporalTrainConfig(**vars(parser.parse_args())))
 
 

@@ -164,7 +164,7 @@ class Trainer:
         self.best_by_folder: dict[str, float] = {}
         # fixed, un-augmented validation crops, built once
         self.val = list(batches(self.val_set, self.net.size, 64, self.rng, None, shuffle=False))
-        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch)
+        self.steps_per_epoch = math.ceil(self.data.epoch_size() / cfg.batch)
         self.epochs = cfg.epochs  # the schedule's length (shrinks to fit ``minutes``)
         self.epoch = 0
         self.best = float("inf")
@@ -248,7 +248,8 @@ class Trainer:
                       flip_shift=cfg.flip_shift)
         if cfg.dkm:
             aug = replace(aug, photometric=False, occlude_p=0.0)
-        stream = batches(self.train_set, self.net.size, cfg.batch, self.rng, aug)
+        stream = batches(self.train_set, self.net.size, cfg.batch, self.rng, aug,
+                         order=self.data.epoch_order(self.rng))
         if self.device.type == "cuda":
             stream = prefetch(stream)
         for crops, pts in stream:
@@ -315,7 +316,9 @@ class Trainer:
                  f"train={len(self.train_set)} val={len(self.val_set)}")
         for folder, (n_train, n_sel) in self.data.counts().items():
             held = self.data.dropped.get(folder, 0)
+            weight = (self.data.weights or {}).get(folder, 1.0)
             self.log(f"# data {folder}: {n_train} training, {n_sel} selection images"
+                     + (f", sampling weight {weight:g}" if weight != 1.0 else "")
                      + (f" ({held} InfAnFace test_ images held out)" if held else ""))
         started, epoch_times = time.perf_counter(), []
         while self.epoch < self.epochs:
