@@ -8,7 +8,9 @@ Written against the documented protocol only: it needs the `websockets` package,
     python demos/python_client.py --fields points pose --faces 0 --jsonl -   # raw frames to stdout
 
 Each CSV row is one face in one frame: frame, time, wall_time, latency_ms, face id, presence,
-yaw, pitch, roll, then x0, y0, ... x67, y67. Exit status: 0 when the stream ended normally, 1 on
+yaw, pitch, roll, then x0, y0, ... x67, y67; from a server of several streams (tracker run
+--source A --source B --ws PORT) a first column names the stream, and --streams NAME... picks
+some of them. Exit status: 0 when the stream ended normally, 1 on
 connection problems, 2 when the server refused the client (token or origin), 130 on Ctrl-C.
 """
 
@@ -43,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="access token (default: $TRACKER_WS_TOKEN)")
     p.add_argument("--fields", nargs="+", choices=FIELDS, help="per-face fields to receive")
     p.add_argument("--faces", nargs="+", type=int, metavar="ID", help="only these face ids")
+    p.add_argument("--streams", nargs="+", metavar="NAME",
+                   help="only these streams (a server of several streams)")
     p.add_argument("--csv", metavar="FILE", help="write one row per face per frame ('-': stdout)")
     p.add_argument("--jsonl", metavar="FILE", help="forward each frame message as a JSON line")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: no limit)")
@@ -64,10 +68,10 @@ def open_output(path: str | None) -> IO[str] | None:
     return sys.stdout if path == "-" else open(path, "w", newline="", encoding="utf-8")
 
 
-def csv_header() -> list[str]:
+def csv_header(streams: bool = False) -> list[str]:
     coords = [f"{axis}{i}" for i in range(68) for axis in ("x", "y")]
-    return ["frame", "time", "wall_time", "latency_ms", "face", "presence", "yaw", "pitch",
-            "roll", *coords]
+    return [*(["stream"] if streams else []), "frame", "time", "wall_time", "latency_ms",
+            "face", "presence", "yaw", "pitch", "roll", *coords]
 
 
 def csv_rows(msg: dict[str, Any], latency_ms: float) -> list[list[Any]]:
@@ -76,9 +80,10 @@ def csv_rows(msg: dict[str, Any], latency_ms: float) -> list[list[Any]]:
         pose = face.get("pose") or {}
         points = face.get("points") or [[None, None]] * 68
         flat = [v for xy in points for v in xy]
-        rows.append([msg["frame"], msg["time"], msg["wall_time"], round(latency_ms, 1), face["id"],
-                     face.get("presence"), pose.get("yaw"), pose.get("pitch"), pose.get("roll"),
-                     *flat])
+        named = [msg["stream"]] if "stream" in msg else []
+        rows.append([*named, msg["frame"], msg["time"], msg["wall_time"], round(latency_ms, 1),
+                     face["id"], face.get("presence"), pose.get("yaw"), pose.get("pitch"),
+                     pose.get("roll"), *flat])
     return rows
 
 
@@ -90,15 +95,14 @@ def describe(msg: dict[str, Any], latency_ms: float) -> str:
                   if pose else "")
         faces.append(f"[id {face['id']}{angles}]")
     dropped = f" dropped {msg['dropped']}" if msg["dropped"] else ""
-    return (f"frame {msg['frame']:6d} t={msg['time']:8.3f}s latency {latency_ms:6.1f} ms "
+    named = f"[{msg['stream']}] " if "stream" in msg else ""
+    return (f"{named}frame {msg['frame']:6d} t={msg['time']:8.3f}s latency {latency_ms:6.1f} ms "
             f"faces {len(msg['faces'])} {' '.join(faces)}{dropped}")
 
 
 def run(args: argparse.Namespace) -> int:
     csv_file, jsonl_file = open_output(args.csv), open_output(args.jsonl)
     writer = csv.writer(csv_file) if csv_file else None
-    if writer:
-        writer.writerow(csv_header())
     frames = dropped = 0
     try:
         with connect(with_token(args.url, args.token), max_size=2**24) as ws:
@@ -107,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                 subscribe["fields"] = args.fields
             if args.faces:
                 subscribe["faces"] = args.faces
+            if args.streams:
+                subscribe["streams"] = args.streams
             ws.send(json.dumps(subscribe))
             for raw in ws:
                 if isinstance(raw, bytes):
@@ -117,9 +123,15 @@ def run(args: argparse.Namespace) -> int:
                     if msg["protocol"] != PROTOCOL:
                         print(f"warning: server speaks protocol {msg['protocol']}, this client "
                               f"{PROTOCOL}", file=sys.stderr)
-                    src = msg["source"]
-                    print(f"connected to tracker {msg['tracker']}: {src['width']}x{src['height']}"
-                          f" at {src['fps']} fps", file=sys.stderr)
+                    streams = msg.get("streams")
+                    if writer:
+                        writer.writerow(csv_header(streams is not None))
+                    for s in streams or [{"name": None, "source": msg["source"]}]:
+                        src, name = s["source"], f" stream {s['name']}" if s["name"] else ""
+                        about = (f"{src['width']}x{src['height']} at {src['fps']} fps" if src
+                                 else "could not be opened")
+                        print(f"connected to tracker {msg['tracker']}:{name} {about}",
+                              file=sys.stderr)
                 elif kind == "frame":
                     latency_ms = (time.time() - msg["wall_time"]) * 1e3
                     frames += 1
@@ -135,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
                         break
                 elif kind == "error":
                     print(f"server: {msg['message']}", file=sys.stderr)
+                elif kind == "stream_end":
+                    print(f"stream {msg['stream']} ended: {msg['reason']}", file=sys.stderr)
                 elif kind == "bye":
                     print(f"stream ended: {msg['reason']}", file=sys.stderr)
         code = ws.close_code

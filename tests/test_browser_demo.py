@@ -187,3 +187,49 @@ def test_page_draws_points_mesh_and_axes_where_the_stream_put_them(
                           WIDTH, HEIGHT)
     along = [origin + (end - origin) * f for f in (0.6, 0.75, 0.9)]
     assert any(_near(shot, *screen(*p), AXIS_X_RGB, tol=60, radius=2) for p in along)
+
+
+def test_page_follows_one_stream_of_several(browser: WebDriver) -> None:
+    """A server of several streams: the page lists them, shows the first and subscribes to it
+    alone; choosing another in the list switches to it."""
+    from tracker.serve.protocol import SourceMeta
+    from tracker.serve.server import StreamOptions, StreamServer
+
+    srv = StreamServer(StreamOptions(port=0, serve_demo=True), streams=["left", "right"])
+    srv.start()
+    stop = threading.Event()
+    scene = _scene()
+
+    def publish() -> None:
+        index = 0
+        while not stop.is_set():
+            for name in ("left", "right"):
+                frame = Frame(index, index / 30, scene.frame.image, time.time())
+                srv.publish(TrackedFrame(frame, scene.faces), name)
+            index += 1
+            stop.wait(0.03)
+
+    def page(script: str) -> Any:
+        return browser.js(f"const s = window.trackerDemo; return s && ({script});")
+
+    for name in ("left", "right"):
+        srv.describe_stream(name, SourceMeta(WIDTH, HEIGHT, 30.0))
+    pub = threading.Thread(target=publish)
+    pub.start()
+    try:
+        browser.open(f"http://127.0.0.1:{srv.port}/")
+        assert wait_until(lambda: page("s.frame && s.frame.stream === 'left'"), 30.0), \
+            page("s.status")
+        listed = browser.js("const e = document.getElementById('stream');"
+                            "return {hidden: e.hidden, names: [...e.options].map(o => o.value)};")
+        assert listed == {"hidden": False, "names": ["left", "right"]}
+        assert wait_until(lambda: [c.sub.streams for c in srv._clients.values()]
+                          == [("left",)], 30.0)
+        browser.js("const e = document.getElementById('stream'); e.value = 'right';"
+                   "e.dispatchEvent(new Event('change'));")
+        assert wait_until(lambda: page("s.frame && s.frame.stream === 'right'"), 30.0)
+        assert [c.sub.streams for c in srv._clients.values()] == [("right",)]
+    finally:
+        stop.set()
+        pub.join()
+        srv.close()

@@ -232,7 +232,7 @@ def test_a_source_error_mid_run_ends_that_stream_only(
 @pytest.mark.parametrize("args, message", [
     (["--out", "out.mp4"], "--out out.mp4 with several sources must name a file per stream"),
     (["--jsonl", "-"], "--jsonl - with several sources must name a file per stream"),
-    (["--ws", "0"], "--ws with several sources is not supported yet"),
+    (["--vmc", "9000"], "--vmc with several sources is not supported yet"),
 ])
 def test_several_sources_usage_errors(args: list[str], message: str, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
@@ -239,12 +239,23 @@ def file_outputs(cfg: Config, info: SourceInfo, cleanup: ExitStack) -> tuple[Any
     return writer, jsonl, csv
 
 
-def stream_sink(cfg: StreamConfig, info: SourceInfo, pose: Any = None,
-                mirrored: bool = False) -> Any:
-    """A started websocket server in its sink, or None when no websocket is asked for;
-    ``pose`` (a PoseConfig) gives the camera the hello announces."""
+def source_meta(info: SourceInfo, pose: Any = None, mirrored: bool = False) -> Any:
+    """What the websocket hello tells about a source (a ``SourceMeta``); ``pose`` (a
+    PoseConfig) gives the camera the head poses are solved with."""
     from tracker.serve.protocol import SourceMeta
-    from tracker.serve.server import StreamServer, StreamSink
+
+    camera = None
+    if pose is not None:
+        k = pose.camera_matrix(info.width, info.height)
+        camera = (float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
+    return SourceMeta(info.width, info.height, info.fps, camera, mirrored)
+
+
+def stream_server(cfg: StreamConfig, source: Any = None,
+                  streams: Sequence[str] | None = None) -> Any:
+    """A started websocket server of one stream (``source``, a ``SourceMeta``) or of several
+    (``streams``, their names), or None when no websocket is asked for."""
+    from tracker.serve.server import StreamServer
 
     if not cfg.enabled:
         if cfg.preview or cfg.origins:
@@ -254,14 +265,20 @@ def stream_sink(cfg: StreamConfig, info: SourceInfo, pose: Any = None,
         options = cfg.options()
     except ValueError as exc:
         raise StreamError(str(exc)) from None
-    camera = None
-    if pose is not None:
-        k = pose.camera_matrix(info.width, info.height)
-        camera = (float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2]))
-    meta = SourceMeta(info.width, info.height, info.fps, camera, mirrored)
-    server = StreamServer(options, meta)
+    server = StreamServer(options, source, streams)
     server.start()
-    return StreamSink(server)
+    return server
+
+
+def stream_sink(cfg: StreamConfig, info: SourceInfo, pose: Any = None,
+                mirrored: bool = False) -> Any:
+    """A started websocket server of one stream in its sink, or None when no websocket is
+    asked for; ``pose`` (a PoseConfig) gives the camera the hello announces."""
+    from tracker.serve.server import StreamSink
+
+    if not cfg.enabled:
+        return stream_server(cfg)  # None, or the usage error of a lone --ws-preview
+    return StreamSink(stream_server(cfg, source_meta(info, pose, mirrored)))
 
 
 def stage_failure(exc: StageError) -> TrackerError:

@@ -10,7 +10,9 @@ its :class:`StreamReport`, while the others go on; Ctrl-C stops them all.
 
 Output paths are templates: ``{stream}`` becomes a stream's 0-based index and ``{name}`` its
 name (:func:`tracker.config.sources.stream_names`); with several sources each output must
-hold one of them.
+hold one of them. A websocket (``--ws``) is one server for the whole run, started before any
+source opens: every stream publishes its frames to it under its name and ends with a
+``stream_end`` (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class MultiReport:
     batching: BatchStats | None
     seconds: float
     interrupted: bool = False
+    websocket: str | None = None  # the URL of the run's websocket server
 
     @property
     def failed(self) -> tuple[StreamReport, ...]:
@@ -131,8 +134,6 @@ def stream_configs(cfg: Config, entries: Sequence[SourceEntry],
     opened (raises :class:`UsageError` / :class:`~tracker.errors.OutputError`)."""
     r = cfg.run
     if len(entries) > 1:
-        if cfg.stream.enabled:
-            raise UsageError("--ws with several sources is not supported yet")
         if r.show:
             raise UsageError("--show with several sources is not supported yet")
         if r.vmc:
@@ -215,8 +216,9 @@ class _Models:
 class _Stream:
     """One source's pipeline, built and run on its own thread."""
 
-    def __init__(self, name: str, cfg: Config, models: tuple[Any, Any, Any]) -> None:
-        self.name, self.cfg = name, cfg
+    def __init__(self, name: str, cfg: Config, models: tuple[Any, Any, Any],
+                 server: Any = None) -> None:
+        self.name, self.cfg, self.server = name, cfg, server
         self.detector, self.landmarker, self.denoiser = models
         self.pipe: Pipeline | None = None
         self.report: StreamReport | None = None
@@ -250,12 +252,22 @@ class _Stream:
             error = PipelineError(f"{type(exc).__name__}: {exc}", "stream")
             error.__cause__ = exc
             self.report = StreamReport(self.name, spec, None, error)
+        finally:
+            if self.server is not None:
+                self.server.end_stream(self.name, _end_reason(self.report))
 
     def _run(self, spec: str) -> StreamReport:
         cfg, r = self.cfg, self.cfg.run
         with ExitStack() as cleanup:
             video = assembly.open_video(cfg)
             cleanup.callback(video.close)
+            ws = None
+            if self.server is not None:
+                from tracker.serve.sink import StreamSink
+
+                self.server.describe_stream(self.name, assembly.source_meta(
+                    video.info, cfg.pose, r.mirror))
+                ws = StreamSink(self.server, self.name)
             vmc = cleanup.enter_context(closing(assembly.vmc_sink(r.vmc))) if r.vmc else None
             writer, jsonl, csv = assembly.file_outputs(cfg, video.info, cleanup)
             client = self.landmarker if isinstance(self.landmarker, BatchClient) else None
@@ -267,7 +279,8 @@ class _Stream:
             latency = LatencySink()
             pipe = assembly.build_pipeline(
                 cfg, video, video.info, downscaled(stage, video.info.width, video.info.height),
-                writer=writer, jsonl=jsonl, csv=csv, vmc=vmc, smooth=assembly.smooth_stage(cfg),
+                writer=writer, jsonl=jsonl, csv=csv, vmc=vmc, ws=ws,
+                smooth=assembly.smooth_stage(cfg),
                 annotate=assembly.annotator(cfg), extra=latency, **assembly.describe_stages(cfg))
             cleanup.pop_all()  # from here on every stage closes itself in its own thread
         with self._lock:
@@ -289,6 +302,15 @@ class _Stream:
         return StreamReport(self.name, spec, report, error, self.outputs, *latency.percentiles())
 
 
+def _end_reason(report: StreamReport | None) -> str:
+    """The ``stream_end`` reason: never the error's text, which may name the source."""
+    if report is None or report.error is not None:
+        return "failed"
+    if report.report is not None and report.report.interrupted:
+        return "stopped"
+    return "end of stream"
+
+
 def _entries(cfg: Config, sources: Sequence[str | SourceEntry] | None) -> list[SourceEntry]:
     if sources:
         return [s if isinstance(s, SourceEntry) else SourceEntry(str(s)) for s in sources]
@@ -303,24 +325,31 @@ def run_many(tracker: Tracker, sources: Sequence[str | SourceEntry] | None = Non
              outputs: Sequence[str] | None = None, *,
              on_start: Callable[[list[str]], None] | None = None,
              on_tick: Callable[[dict[str, Metrics]], None] | None = None,
-             tick_s: float = 0.2) -> MultiReport:
+             tick_s: float = 0.2,
+             on_serve: Callable[[str], None] | None = None) -> MultiReport:
     """Track every source at once with ``tracker``'s configuration and models.
 
     ``sources``: specs (or :class:`~tracker.config.sources.SourceEntry` s with names); default:
     the config's ``[[sources]]``, else its ``run.source``. ``outputs`` as in
-    :meth:`Tracker.run`, as templates (``landmarks_{stream}.jsonl``, ``{name}.mp4``); no
-    websocket or preview with several sources. Outputs are checked and the models loaded
-    before any source opens; then each stream runs on its own thread. ``on_start`` gets the
-    stream names, ``on_tick`` every ``tick_s`` the metrics of the streams running so far.
-    Ctrl-C stops every stream and finalises its outputs (``interrupted``).
+    :meth:`Tracker.run`, as templates (``landmarks_{stream}.jsonl``, ``{name}.mp4``), and
+    ``ws://HOST:PORT``: one websocket server carrying every stream; no preview window or VMC
+    with several sources. Outputs are checked, the models loaded and the websocket started
+    (``on_serve`` gets its URL) before any source opens; then each stream runs on its own
+    thread. ``on_start`` gets the stream names, ``on_tick`` every ``tick_s`` the metrics of
+    the streams running so far. Ctrl-C stops every stream and finalises its outputs
+    (``interrupted``).
     """
     cfg = with_outputs(tracker.config, outputs) if outputs is not None else tracker.config
     entries = _entries(cfg, sources)
     names = stream_names(entries)
     configs = stream_configs(cfg, entries, names)
     models = _Models(tracker, cfg, len(entries))
+    server = None
     try:
-        streams = [_Stream(name, c, models.for_stream(i, name))
+        server = assembly.stream_server(cfg.stream, streams=names)
+        if server is not None and on_serve is not None:
+            on_serve(server.url)
+        streams = [_Stream(name, c, models.for_stream(i, name), server)
                    for i, (name, c) in enumerate(zip(names, configs, strict=True))]
         started = time.perf_counter()
         for s in streams:
@@ -329,12 +358,15 @@ def run_many(tracker: Tracker, sources: Sequence[str | SourceEntry] | None = Non
             on_start(list(names))
         interrupted = _wait(streams, on_tick, tick_s)
     finally:
+        if server is not None:
+            server.close("end of stream")
         models.close()
     reports = tuple(s.report or StreamReport(s.name, s.cfg.run.source or "", None,
                                              PipelineError("the stream did not end", "stream"))
                     for s in streams)
     batching = models.batcher.stats if models.batcher is not None else None
-    return MultiReport(reports, batching, time.perf_counter() - started, interrupted)
+    return MultiReport(reports, batching, time.perf_counter() - started, interrupted,
+                       server.url if server is not None else None)
 
 
 def _wait(streams: Sequence[_Stream], on_tick: Callable[[dict[str, Metrics]], None] | None,

@@ -114,7 +114,11 @@ def run_streams(cfg: Config, sources: Sequence[str] | None, signals: Interrupts 
             def started(names: list[str]) -> None:
                 updates.append(bars.enter_context(_progress(console, len(names))))
 
-            report = run_many(tracker, sources, on_start=started,
+            def serving(url: str) -> None:
+                demo = f" (demo page {url.replace('ws://', 'http://', 1)})"
+                _say(console, f"websocket {url}{demo if cfg.stream.serve_demo else ''}")
+
+            report = run_many(tracker, sources, on_start=started, on_serve=serving,
                               on_tick=lambda m: [u(m) for u in updates])
     finally:
         tracker.close()
@@ -133,6 +137,7 @@ def run_streams(cfg: Config, sources: Sequence[str] | None, signals: Interrupts 
     console.print(summary_table(report, status))
     _say(console, batching_line(report))
     outputs = [o for s in report.streams for o in s.outputs]
+    outputs += [report.websocket] if report.websocket else []
     _say(console, f"outputs: {', '.join(outputs) or 'none'}")
     last = failed[0] if failed and len(failed) == len(report.streams) else None
     for s in report.streams:

@@ -1,2 +1,3 @@
 """Websocket streaming: protocol v1 (``protocol``), the server (``server``, with ``options``,
-``handshake``, ``encoder``, ``clients``), access checks (``access``), demo assets (``assets``)."""
+``handshake``, ``encoder``, ``clients``, ``streams`` for a server of several, ``sink``, ``wslog``),
+access checks (``access``), demo assets (``assets``)."""

@@ -1,14 +1,19 @@
 """Turning tracked frames into what the websocket clients get, once per frame, on the server's
 own thread.
 
-The pipeline's sink only calls :meth:`FrameEncoder.offer`: it numbers the frame and puts it in a
-latest-wins slot (a frame not encoded yet is replaced; clients see it as ``dropped``). The
-encoder thread takes the newest frame, solves the head poses, makes the JSON text once per
+The pipeline's sink only calls :meth:`FrameEncoder.offer`: it numbers the frame within its
+stream and puts it in that stream's latest-wins slot (a frame not encoded yet is replaced;
+clients see it as ``dropped``). The encoder thread takes the slots in the order they filled
+(so a busy stream cannot starve another), solves the head poses, makes the JSON text once per
 distinct subscription of the connected clients and, when a client wants one and the rate
 allows, the preview JPEG once, each also as a ready websocket frame (servers send unmasked
 frames, so the bytes are the same for every client); it hands the result
 (:class:`EncodedFrame`) to the server's event loop. The work per frame therefore does not grow
 with the number of clients, and none of it runs on the pipeline's threads.
+
+A server of one stream uses the stream key None; a server of several uses the streams' names,
+which then appear in the frame messages and preview headers. :meth:`FrameEncoder.end` queues a
+stream's end behind its last frame (:class:`StreamEnded`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.frames import Frame, Opcode
@@ -32,6 +39,16 @@ from tracker.types import TrackedFrame
 log = logging.getLogger("tracker.serve.server")
 
 SubKey = tuple[tuple[str, ...], tuple[int, ...] | None]
+StreamKey = str | None  # a stream's name; None on a server of one stream
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """A stream of several ended, after its last frame: why, and its frame count."""
+
+    stream: str
+    reason: str
+    frames: int
 
 
 def sub_key(sub: Subscription) -> SubKey:
@@ -48,13 +65,15 @@ def wire_frame(payload: bytes, text: bool) -> bytes:
 class EncodedFrame:
     """One published frame, encoded: UTF-8 JSON per subscription (shared by every client with
     that subscription) and maybe a preview packet, each also as a websocket frame. ``seq``
-    counts published frames from 1."""
+    counts the published frames of its ``stream`` from 1."""
 
-    __slots__ = ("seq", "base", "faces", "preview", "preview_wire", "_heads", "_wires")
+    __slots__ = ("seq", "stream", "base", "faces", "preview", "preview_wire", "_heads", "_wires")
 
     def __init__(self, seq: int, base: tuple[int, float, float, int, int],
-                 faces: list[dict[str, Any]], preview: bytes | None) -> None:
+                 faces: list[dict[str, Any]], preview: bytes | None,
+                 stream: StreamKey = None) -> None:
         self.seq = seq
+        self.stream = stream
         self.base = base
         self.faces = faces
         self.preview = preview
@@ -66,7 +85,7 @@ class EncodedFrame:
         """The JSON text up to the ``dropped`` value; made once per subscription."""
         head = self._heads.get(key)
         if head is None:
-            msg = protocol.frame_message(*self.base, self.faces, sub)
+            msg = protocol.frame_message(*self.base, self.faces, sub, stream=self.stream)
             del msg["dropped"]
             head = self._heads[key] = (protocol.dumps(msg)[:-1] + ',"dropped":').encode()
         return head
@@ -88,42 +107,62 @@ class EncodedFrame:
 
 
 class FrameEncoder:
-    """Encodes the newest offered frame on its own thread and hands it to ``deliver``.
+    """Encodes the newest offered frame of each stream on its own thread and hands it (and
+    each :class:`StreamEnded`) to ``deliver``.
 
-    ``audience`` (the distinct subscriptions of the connected clients; empty: nobody to
-    encode for) and ``previews`` (whether a client wants previews) are set by the server.
+    ``audience`` (the distinct subscriptions of the connected clients, which tell the
+    streams and previews they want; empty: nobody to encode for) is set by the server.
     """
 
-    def __init__(self, options: StreamOptions, deliver: Callable[[EncodedFrame], None]) -> None:
+    def __init__(self, options: StreamOptions,
+                 deliver: Callable[[EncodedFrame | StreamEnded], None]) -> None:
         self.options = options
         self.deliver = deliver
         self.audience: tuple[Subscription, ...] = ()
-        self.previews = False
-        self.published = 0  # frames offered so far (the last one's seq)
+        self.counts: dict[StreamKey, int] = {}  # frames offered so far per stream (last seq)
         self.encoded = 0
         self._cond = threading.Condition()
-        self._item: tuple[int, TrackedFrame] | None = None
+        # stream key -> (seq, frame) waiting, or ("end", key) -> reason; oldest first
+        self._queue: OrderedDict[Hashable, Any] = OrderedDict()
         self._stopping = False
-        self._last_preview = -math.inf
+        self._last_preview: dict[StreamKey, float] = {}
         self._failures = 0
         self._thread = threading.Thread(target=self._run, name="tracker-ws-encode", daemon=True)
+
+    @property
+    def published(self) -> int:
+        """Frames offered so far, all streams together."""
+        with self._cond:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> dict[StreamKey, int]:
+        """Frames offered so far per stream (a copy)."""
+        with self._cond:
+            return dict(self.counts)
 
     def start(self) -> None:
         """Start the encoder thread."""
         self._thread.start()
 
-    def offer(self, tracked: TrackedFrame) -> None:
-        """Number ``tracked`` and leave it for the encoder (replacing one not taken yet)."""
+    def offer(self, tracked: TrackedFrame, stream: StreamKey = None) -> None:
+        """Number ``tracked`` within ``stream`` and leave it for the encoder (replacing a
+        frame of that stream not taken yet)."""
         with self._cond:
             if self._stopping:
                 return
-            self.published += 1
+            seq = self.counts[stream] = self.counts.get(stream, 0) + 1
             if self.audience:
-                self._item = (self.published, tracked)
+                self._queue[stream] = (seq, tracked)  # a replaced frame keeps its turn
                 self._cond.notify()
 
+    def end(self, stream: str, reason: str) -> None:
+        """Deliver :class:`StreamEnded` for ``stream`` once its last frame went out."""
+        with self._cond:
+            self._queue[("end", stream)] = reason
+            self._cond.notify()
+
     def close(self, timeout: float) -> None:
-        """Encode and deliver the frame still waiting, then stop the thread."""
+        """Encode and deliver what is still waiting, then stop the thread."""
         with self._cond:
             self._stopping = True
             self._cond.notify()
@@ -133,13 +172,18 @@ class FrameEncoder:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._item is None and not self._stopping:
+                while not self._queue and not self._stopping:
                     self._cond.wait()
-                item, self._item = self._item, None
-            if item is None:
-                return
+                if not self._queue:
+                    return
+                key, item = self._queue.popitem(last=False)
+            if isinstance(key, tuple):
+                with self._cond:
+                    frames = self.counts.get(key[1], 0)
+                self.deliver(StreamEnded(key[1], item, frames))
+                continue
             try:
-                encoded = self.encode(*item)
+                encoded = self.encode(*item, stream=key)
             except Exception as exc:  # a bug or a bad frame: skip it, keep serving
                 self._failures += 1
                 if self._failures == 1:
@@ -150,9 +194,10 @@ class FrameEncoder:
                 self.encoded += 1
                 self.deliver(encoded)
 
-    def encode(self, seq: int, tracked: TrackedFrame) -> EncodedFrame | None:
-        """The frame for the current audience (None when nobody is connected)."""
-        audience = self.audience
+    def encode(self, seq: int, tracked: TrackedFrame,
+               stream: StreamKey = None) -> EncodedFrame | None:
+        """The frame for the current audience (None when nobody connected wants it)."""
+        audience = tuple(s for s in self.audience if s.wants(stream))
         if not audience:
             return None
         f = tracked.frame
@@ -165,11 +210,14 @@ class FrameEncoder:
         packet = None
         o = self.options
         now = time.monotonic()
-        if o.preview and self.previews and now - self._last_preview >= 1.0 / o.preview_fps:
-            self._last_preview = now
-            packet = protocol.preview_packet(*preview_jpeg(tracked, o.preview_width,
-                                                           o.jpeg_quality))
-        item = EncodedFrame(seq, (f.index, f.time, f.wall_time, w, h), faces, packet)
+        due = now - self._last_preview.get(stream, -math.inf) >= 1.0 / o.preview_fps
+        if o.preview and due and any(s.preview for s in audience):
+            self._last_preview[stream] = now
+            header, jpeg = preview_jpeg(tracked, o.preview_width, o.jpeg_quality)
+            if stream is not None:
+                header = {"type": header.pop("type"), "stream": stream, **header}
+            packet = protocol.preview_packet(header, jpeg)
+        item = EncodedFrame(seq, (f.index, f.time, f.wall_time, w, h), faces, packet, stream)
         for sub in audience:
             item.wire(sub)
         return item

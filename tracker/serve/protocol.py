@@ -1,10 +1,15 @@
 """Websocket protocol v1: the messages ``tracker`` sends and understands (see docs/protocol.md).
 
 Server to client, as JSON text: ``hello`` (once, first), ``frame`` (one per processed frame,
-latest-wins per client), ``subscribed`` / ``error`` (replies), ``bye`` (end of stream, last).
-Preview images are binary messages: a 4-byte big-endian header length, a JSON header, then a
-JPEG (:func:`preview_packet`). Client to server: ``subscribe`` only (:func:`parse_message`,
-:func:`parse_subscribe`). ``CLOSE_*`` are the close codes the server ends connections with.
+latest-wins per client), ``subscribed`` / ``error`` (replies), ``stream_end`` (one stream of
+several ended), ``bye`` (end of stream, last). Preview images are binary messages: a 4-byte
+big-endian header length, a JSON header, then a JPEG (:func:`preview_packet`). Client to
+server: ``subscribe`` only (:func:`parse_message`, :func:`parse_subscribe`). ``CLOSE_*`` are
+the close codes the server ends connections with.
+
+A server of several streams (one run, several sources) lists them in its ``hello`` and names
+the stream in every ``frame`` and preview header (``stream``); a server of one stream sends
+neither, so its messages are those of a single-stream server before streams existed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,18 +68,30 @@ class SourceMeta:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """What a client asked for: per-face ``fields``, ``faces`` ids (None: all), ``preview``."""
+    """What a client asked for: per-face ``fields``, ``faces`` ids (None: all), ``preview``,
+    and, from a server of several streams, the ``streams`` by name (None: all)."""
 
     fields: tuple[str, ...] = FACE_FIELDS
     faces: tuple[int, ...] | None = None
     preview: bool = True
+    streams: tuple[str, ...] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def wants(self, stream: str | None) -> bool:
+        """Whether frames of ``stream`` (None: the one stream of a single-stream server) go
+        to this client."""
+        return stream is None or self.streams is None or stream in self.streams
+
+    def as_dict(self, streams: bool = False) -> dict[str, Any]:
+        """The subscription as sent; ``streams``: include the ``streams`` key (a server of
+        several streams)."""
+        out: dict[str, Any] = {
             "fields": list(self.fields),
             "faces": None if self.faces is None else list(self.faces),
             "preview": self.preview,
         }
+        if streams:
+            out["streams"] = None if self.streams is None else list(self.streams)
+        return out
 
 
 def parse_message(message: str | bytes) -> Any:
@@ -89,8 +107,11 @@ def parse_message(message: str | bytes) -> Any:
         raise ProtocolError("not valid JSON") from None
 
 
-def parse_subscribe(data: Any, current: Subscription) -> Subscription:
+def parse_subscribe(data: Any, current: Subscription,
+                    streams: Sequence[str] | None = None) -> Subscription:
     """The subscription a ``subscribe`` message asks for; keys left out keep ``current``.
+    ``streams``: the names of a server of several streams (None: one stream, and the
+    ``streams`` key is unknown).
 
     Raises :class:`ProtocolError` for anything else (unknown type or keys, bad values).
     """
@@ -99,7 +120,8 @@ def parse_subscribe(data: Any, current: Subscription) -> Subscription:
     kind = data.get("type")
     if kind != "subscribe":
         raise ProtocolError(f"unknown message type {kind!r} (only 'subscribe' is accepted)")
-    unknown = sorted(set(data) - {"type", "fields", "faces", "preview"})
+    known = {"type", "fields", "faces", "preview"} | ({"streams"} if streams is not None else set())
+    unknown = sorted(set(data) - known)
     if unknown:
         raise ProtocolError(f"unknown subscribe keys: {', '.join(unknown)}")
     fields, faces, preview = current.fields, current.faces, current.preview
@@ -123,7 +145,23 @@ def parse_subscribe(data: Any, current: Subscription) -> Subscription:
         if not isinstance(data["preview"], bool):
             raise ProtocolError("'preview' must be true or false")
         preview = data["preview"]
-    return Subscription(fields, faces, preview)
+    chosen = current.streams
+    if streams is not None and "streams" in data:
+        chosen = _parse_streams(data["streams"], streams)
+    return Subscription(fields, faces, preview, chosen)
+
+
+def _parse_streams(value: Any, names: Sequence[str]) -> tuple[str, ...] | None:
+    """The ``streams`` of a subscribe: null (all) or known names, kept in the server's order."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+        raise ProtocolError("'streams' must be null or a list of stream names")
+    bad = sorted({n for n in value if n not in names})
+    if bad:
+        shown = [n[:40] for n in bad[:5]]
+        raise ProtocolError(f"unknown streams {shown}; known: {', '.join(names)}")
+    return tuple(n for n in names if n in value)
 
 
 def camera_dict(width: int, height: int,
@@ -137,14 +175,38 @@ def camera_dict(width: int, height: int,
     return {"fx": k[0, 0], "fy": k[1, 1], "cx": k[0, 2], "cy": k[1, 2]}
 
 
+def source_fields(source: SourceMeta) -> dict[str, Any]:
+    """``source``, ``camera`` and ``mirrored`` of a hello (or of one of its ``streams``)."""
+    return {
+        "source": {
+            "width": int(source.width),
+            "height": int(source.height),
+            "fps": round(float(source.fps), 3) if math.isfinite(source.fps) else 0.0,
+        },
+        "camera": camera_dict(source.width, source.height, source.camera),
+        "mirrored": bool(source.mirrored),
+    }
+
+
+def stream_dict(name: str, source: SourceMeta | None) -> dict[str, Any]:
+    """One entry of a hello's ``streams``; ``source`` None: its source could not be opened
+    (``source`` and ``camera`` are null)."""
+    if source is None:
+        return {"name": name, "source": None, "camera": None, "mirrored": False}
+    return {"name": name, **source_fields(source)}
+
+
 def hello_message(
     source: SourceMeta,
     client_id: int,
     subscription: Subscription,
     preview: dict[str, Any] | None,
+    streams: Sequence[tuple[str, SourceMeta | None]] | None = None,
 ) -> dict[str, Any]:
-    """First message to every client. ``preview``: ``{"max_fps", "width"}`` or None (off)."""
-    return {
+    """First message to every client. ``preview``: ``{"max_fps", "width"}`` or None (off).
+    ``streams``: a server of several streams, each ``(name, meta or None)``; ``source`` then
+    describes the first stream that opened."""
+    message = {
         "type": "hello",
         "protocol": PROTOCOL_VERSION,
         "tracker": __version__,
@@ -154,21 +216,18 @@ def hello_message(
             "names": list(LANDMARK_NAMES),
             "connections": [list(c) for c in CONNECTIONS],
         },
-        "source": {
-            "width": int(source.width),
-            "height": int(source.height),
-            "fps": round(float(source.fps), 3) if math.isfinite(source.fps) else 0.0,
-        },
-        "camera": camera_dict(source.width, source.height, source.camera),
-        "mirrored": bool(source.mirrored),
+        **source_fields(source),
         "pose_model": {
             "units": "mm",
             "origin_point": MODEL_ORIGIN,
             "points": np.round(FACE_MODEL_68, 1).tolist(),
         },
         "preview": preview,
-        "subscription": subscription.as_dict(),
+        "subscription": subscription.as_dict(streams=streams is not None),
     }
+    if streams is not None:
+        message["streams"] = [stream_dict(name, meta) for name, meta in streams]
+    return message
 
 
 def _time(value: float) -> float:
@@ -202,13 +261,17 @@ def frame_message(
     faces: list[dict[str, Any]],
     subscription: Subscription | None = None,
     dropped: int = 0,
+    stream: str | None = None,
 ) -> dict[str, Any]:
-    """One ``frame`` message; ``faces`` come from :func:`face_dict` and are filtered here."""
+    """One ``frame`` message; ``faces`` come from :func:`face_dict` and are filtered here.
+    ``stream``: the stream's name on a server of several streams (None: no ``stream`` key)."""
     subscription = subscription or Subscription()
     keep = ("id", *subscription.fields)
     wanted = None if subscription.faces is None else set(subscription.faces)
+    named = {} if stream is None else {"stream": stream}
     return {
         "type": "frame",
+        **named,
         "frame": int(index),
         "time": _time(time),
         "wall_time": _time(wall_time),
@@ -226,9 +289,16 @@ def bye_message(frames: int, reason: str) -> dict[str, Any]:
     return {"type": "bye", "reason": reason, "frames": int(frames)}
 
 
-def subscribed_message(subscription: Subscription) -> dict[str, Any]:
-    """Reply to a valid ``subscribe``: the subscription now in force."""
-    return {"type": "subscribed", **subscription.as_dict()}
+def stream_end_message(stream: str, reason: str, frames: int) -> dict[str, Any]:
+    """One stream of several ended (the others go on): why, and how many of its frames the
+    server published."""
+    return {"type": "stream_end", "stream": stream, "reason": reason, "frames": int(frames)}
+
+
+def subscribed_message(subscription: Subscription, streams: bool = False) -> dict[str, Any]:
+    """Reply to a valid ``subscribe``: the subscription now in force (``streams``: a server
+    of several streams, which tells the streams subscribed to)."""
+    return {"type": "subscribed", **subscription.as_dict(streams)}
 
 
 def error_message(text: str) -> dict[str, Any]:

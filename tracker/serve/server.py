@@ -1,15 +1,18 @@
 """Websocket server streaming landmarks (protocol v1, see docs/protocol.md) to live clients.
 
 The server runs its own asyncio loop on a daemon thread, and encodes frames on a second one.
-The pipeline's :class:`StreamSink` only hands each frame over (:meth:`StreamServer.publish`):
+It serves one stream, or several (one run, several sources: ``streams``, named in every frame,
+see :mod:`tracker.serve.streams`) through the same port, loop and encoder.
+The pipeline's :class:`StreamSink` (:mod:`tracker.serve.sink`, re-exported here with
+:func:`describe`) only hands each frame over (:meth:`StreamServer.publish`):
 :mod:`tracker.serve.encoder` solves the head poses and makes the JSON text (once per frame and
 distinct subscription) and the preview JPEG (once) off the pipeline's threads, so neither the
 clients nor their number slow the pipeline down.
 
 A client that keeps up (:mod:`tracker.serve.clients`) gets each encoded frame written to its
 socket at once; otherwise its latest-wins buffers hold the encoded text: a frame it has not
-taken yet is replaced by the next one and counted; the count goes out in the ``dropped`` field
-of the next frame it gets. A client whose pending send makes no progress for
+taken yet is replaced by the next one of its stream and counted; the count goes out in the
+``dropped`` field of the next frame of that stream it gets. A client whose pending send makes no progress for
 ``stall_timeout_s`` is disconnected (close code 4408).
 
 Who may connect is decided by :mod:`tracker.serve.handshake` (with :mod:`tracker.serve.access`:
@@ -24,10 +27,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -35,12 +38,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from tracker.errors import StreamError
-from tracker.runtime.pipeline import Stage
 from tracker.serve import handshake, protocol
 from tracker.serve.access import is_loopback
 from tracker.serve.assets import load_demo
 from tracker.serve.clients import Client
-from tracker.serve.encoder import EncodedFrame, FrameEncoder, sub_key
+from tracker.serve.encoder import EncodedFrame, FrameEncoder, StreamEnded, sub_key
 from tracker.serve.options import StreamConfig, StreamOptions
 from tracker.serve.protocol import (
     CLOSE_END,
@@ -52,6 +54,9 @@ from tracker.serve.protocol import (
     ProtocolError,
     SourceMeta,
 )
+from tracker.serve.sink import StreamSink, describe
+from tracker.serve.streams import StreamTable
+from tracker.serve.wslog import ws_log as _ws_log
 from tracker.types import TrackedFrame
 
 __all__ = [
@@ -78,41 +83,26 @@ class StreamStats:
     malformed: int
 
 
-_SECRETS = re.compile(r"(token=)[^&\s]*|((?:authorization|x-tracker-token): ).*", re.I)
-
-
-class _OneLine(logging.Filter):
-    """Keeps the websockets library's log records to one line (no tracebacks), without tokens
-    (its debug log shows request paths and headers)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except (TypeError, ValueError):  # a malformed record: let logging report it
-            return True
-        if record.exc_info and record.exc_info[1] is not None:
-            text = f"{text}: {record.exc_info[1]}"
-        record.msg = _SECRETS.sub(lambda m: f"{m[1] or m[2]}[redacted]", text)
-        record.args = ()
-        record.exc_info = None
-        record.exc_text = None
-        return True
-
-
-_ws_log = logging.getLogger("tracker.serve.server.websockets")
-_ws_log.addFilter(_OneLine())
-
-
 class StreamServer:
-    """Websocket server on its own threads; :meth:`start`, :meth:`publish`..., :meth:`close`."""
+    """Websocket server on its own threads; :meth:`start`, :meth:`publish`..., :meth:`close`.
 
-    def __init__(self, options: StreamOptions, source: SourceMeta) -> None:
+    One stream: give its ``source``. Several: give their ``streams`` names instead, then
+    :meth:`describe_stream` as each opens, :meth:`publish` with its name and
+    :meth:`end_stream` when it ends.
+    """
+
+    def __init__(self, options: StreamOptions, source: SourceMeta | None = None,
+                 streams: Sequence[str] | None = None) -> None:
+        if (source is None) == (streams is None):
+            raise ValueError("give the source of one stream or the names of several")
         self.options = options
         self.source = source
+        self.streams = None if streams is None else StreamTable(streams)
         self.port = options.port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
+        self._ready: asyncio.Event | None = None  # every stream opened or ended (hello)
         self._server: Server | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -158,11 +148,38 @@ class StreamServer:
             log.warning("websocket on %s without a token: anyone who can reach it can connect "
                         "(use --ws-token)", self.options.host)
 
-    def publish(self, tracked: TrackedFrame) -> None:
-        """Offer one frame to every client: only hands it to the encoder thread (O(1))."""
+    def publish(self, tracked: TrackedFrame, stream: str | None = None) -> None:
+        """Offer one frame (of ``stream``, on a server of several) to every client: only
+        hands it to the encoder thread (O(1))."""
         if self._loop is None or self._closing:
             return
-        self._encoder.offer(tracked)
+        self._encoder.offer(tracked, stream)
+
+    def describe_stream(self, name: str, source: SourceMeta) -> None:
+        """Stream ``name`` opened: what the hello tells about it (a server of several)."""
+        self._table().describe(name, source)
+        self._call(self._check_ready)
+
+    def end_stream(self, name: str, reason: str) -> None:
+        """Stream ``name`` ended (``end of stream``, ``failed``, ``stopped``): clients get
+        ``stream_end`` after its last frame; the other streams go on."""
+        self._table().ending(name)
+        self._encoder.end(name, reason)
+        self._call(self._check_ready)
+
+    def _table(self) -> StreamTable:
+        if self.streams is None:
+            raise ValueError("this server has one stream")
+        return self.streams
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop (nothing when it is not running)."""
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(fn)
+            except RuntimeError:  # the loop already stopped
+                pass
 
     def close(self, reason: str = "end of stream") -> None:
         """Send ``bye`` to every client, close the connections and stop (idempotent)."""
@@ -171,14 +188,10 @@ class StreamServer:
         self._closing = True
         self._bye_reason = reason
         self._encoder.close(self.options.close_grace_s)  # the last frame goes out before bye
-        loop, stop, thread = self._loop, self._stop, self._thread
-        if loop is not None and stop is not None:
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:
-                pass
-        if thread is not None:
-            thread.join(self.options.close_grace_s + 5.0)
+        if self._stop is not None:
+            self._call(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(self.options.close_grace_s + 5.0)
 
     def stats(self) -> StreamStats:
         n = self._n
@@ -201,6 +214,7 @@ class StreamServer:
     async def _main(self) -> None:
         o = self.options
         self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
         try:
             self._server = await serve(
                 self._handler, o.host, o.port, process_request=self._process_request,
@@ -211,6 +225,7 @@ class StreamServer:
             raise StreamError(exc.strerror or str(exc)) from None
         self.port = self._server.sockets[0].getsockname()[1]
         self._loop = asyncio.get_running_loop()
+        self._check_ready()
         self._started.set()
         watchdog = asyncio.create_task(self._watch_stalls())
         await self._stop.wait()
@@ -220,6 +235,8 @@ class StreamServer:
 
     async def _shutdown(self) -> None:
         self._closing = True
+        if self._ready is not None:
+            self._ready.set()  # clients waiting for their hello are closed (1001)
         clients = list(self._clients.values())
         for c in clients:
             c.end(self._bye_reason)
@@ -233,14 +250,22 @@ class StreamServer:
         self._server.close(close_connections=False)
         await asyncio.wait([asyncio.ensure_future(self._server.wait_closed())], timeout=1.0)
 
-    def _deliver(self, item: EncodedFrame) -> None:
-        """Encoder thread: pass an encoded frame to the loop."""
-        loop = self._loop
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._offer, item)
-            except RuntimeError:  # the loop already stopped
-                pass
+    def _deliver(self, item: EncodedFrame | StreamEnded) -> None:
+        """Encoder thread: pass an encoded frame or a stream's end to the loop."""
+        if isinstance(item, StreamEnded):
+            self._call(lambda: self._stream_ended(item))
+        else:
+            self._call(lambda: self._offer(item))
+
+    def _check_ready(self) -> None:
+        if self._ready is not None and (self.streams is None or self.streams.ready):
+            self._ready.set()
+
+    def _stream_ended(self, ended: StreamEnded) -> None:
+        assert self.streams is not None
+        self.streams.ended[ended.stream] = ended
+        for c in self._clients.values():
+            c.stream_ended(ended)
 
     def _offer(self, item: EncodedFrame) -> None:
         missed = 0
@@ -255,8 +280,8 @@ class StreamServer:
     def _audience_changed(self) -> None:
         """Tell the encoder which subscriptions to encode for and whether previews are wanted."""
         clients = self._clients.values()
-        self._encoder.audience = tuple({sub_key(c.sub): c.sub for c in clients}.values())
-        self._encoder.previews = any(c.sub.preview for c in clients)
+        self._encoder.audience = tuple(
+            {(sub_key(c.sub), c.sub.streams, c.sub.preview): c.sub for c in clients}.values())
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         return handshake.http_response(connection, request, self.options, self._demo,
@@ -291,17 +316,25 @@ class StreamServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, o.send_buffer_bytes)
         sub = protocol.Subscription(preview=o.preview)
         preview = {"max_fps": o.preview_fps, "width": o.preview_width} if o.preview else None
+        assert self._ready is not None
+        await self._ready.wait()  # a server of several streams: each opened or ended
+        listing = None if self.streams is None else self.streams.listing()
+        source = self.source if self.streams is None else self.streams.first()
+        if self._closing or source is None:
+            return await ws.close(CLOSE_GOING_AWAY, "stream ended")
         client_id = next(self._ids)
-        hello = protocol.hello_message(self.source, client_id, sub, preview)
+        hello = protocol.hello_message(source, client_id, sub, preview, listing)
         try:
             await asyncio.wait_for(ws.send(protocol.dumps(hello)), o.stall_timeout_s)
         except (asyncio.TimeoutError, ConnectionClosed):
             ws.transport.abort()
             return
-        c = Client(client_id, ws, sub, seen=self._encoder.published, counts=self._n)
+        c = Client(client_id, ws, sub, seen=self._encoder.snapshot(), counts=self._n)
         self._clients[c.id] = c
         self._n["clients_total"] += 1
         self._audience_changed()
+        for ended in self.streams.ended.values() if self.streams is not None else ():
+            c.stream_ended(ended)  # streams that ended before this client was registered
         if self._closing:  # the stream ended while this client was being greeted
             c.end(self._bye_reason)
         log.info("websocket client %d connected from %s", c.id, ws.remote_address)
@@ -321,16 +354,16 @@ class StreamServer:
 
     def _on_message(self, c: Client, message: str | bytes) -> None:
         try:
-            sub = protocol.parse_subscribe(protocol.parse_message(message), c.sub)
+            names = None if self.streams is None else self.streams.names
+            sub = protocol.parse_subscribe(protocol.parse_message(message), c.sub, names)
         except ProtocolError as exc:
             self._n["malformed"] += 1
             c.malformed(exc)
             return
-        c.sub = replace(sub, preview=sub.preview and self.options.preview)
-        if not c.sub.preview:
-            c.preview = None
+        c.subscribe(replace(sub, preview=sub.preview and self.options.preview),
+                    self._encoder.snapshot())
         self._audience_changed()
-        c.reply(protocol.subscribed_message(c.sub))
+        c.reply(protocol.subscribed_message(c.sub, streams=self.streams is not None))
 
     async def _watch_stalls(self) -> None:
         """Drops clients whose send in progress has been stuck for ``stall_timeout_s``."""
@@ -345,27 +378,3 @@ class StreamServer:
                     task = asyncio.create_task(c.drop_stalled(timeout))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-
-
-class StreamSink(Stage):
-    """Pipeline sink feeding a started :class:`StreamServer`; closing it ends the stream."""
-
-    name = "websocket"
-
-    def __init__(self, server: StreamServer) -> None:
-        self.server = server
-
-    def process(self, item: TrackedFrame) -> None:
-        """Hand the frame over; all encoding happens on the server's threads."""
-        self.server.publish(item)
-
-    def close(self) -> None:
-        self.server.close("end of stream")
-
-
-def describe(server: StreamServer) -> str:
-    """One line for the user: where to connect (and the demo page when served)."""
-    text = f"websocket {server.url}"
-    if server.options.serve_demo:
-        text += f" (demo page {server.url.replace('ws://', 'http://', 1)})"
-    return text

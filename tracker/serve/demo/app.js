@@ -1,5 +1,6 @@
 // tracker live view: connects to the tracker websocket (protocol v1, docs/protocol.md) and
-// draws the preview JPEGs with each face's mesh, points and head-pose axes on a canvas.
+// draws the preview JPEGs with each face's mesh, points and head-pose axes on a canvas. From a
+// server of several streams it shows one, chosen in the stream list (subscribed to alone).
 // Plain browser JavaScript, no build step and no network access beyond the websocket.
 'use strict';
 
@@ -74,9 +75,16 @@
         resize(msg.source.width, msg.source.height);
         setStatus('connected (protocol ' + msg.protocol + ', tracker ' + msg.tracker + ')', 'ok');
         $('show-preview').disabled = !msg.preview;
-        if (msg.preview && !$('show-preview').checked) subscribe();
+        listStreams(msg.streams);
+        if (msg.streams || (msg.preview && !$('show-preview').checked)) subscribe();
+        break;
+      case 'stream_end':
+        if (msg.stream === $('stream').value) {
+          setStatus('stream ' + msg.stream + ' ended: ' + msg.reason + ' (' + msg.frames + ' frames)');
+        }
         break;
       case 'frame': {
+        if (msg.stream !== undefined && msg.stream !== $('stream').value) break; // in flight
         const now = performance.now();
         state.frame = msg;
         state.framesReceived += 1;
@@ -110,6 +118,7 @@
     try {
       header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, n)));
     } catch (err) { return; }
+    if (header.stream !== undefined && header.stream !== $('stream').value) return;
     const blob = new Blob([new Uint8Array(buffer, 4 + n)], { type: 'image/jpeg' });
     createImageBitmap(blob).then((bitmap) => {
       if (state.preview) state.preview.close();
@@ -121,9 +130,31 @@
 
   function subscribe() {
     if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-      state.ws.send(JSON.stringify({ type: 'subscribe', preview: $('show-preview').checked }));
+      const message = { type: 'subscribe', preview: $('show-preview').checked };
+      if (state.hello && state.hello.streams) message.streams = [$('stream').value];
+      state.ws.send(JSON.stringify(message));
     }
     requestDraw();
+  }
+
+  // A server of several streams: offer them in the list, the first that opened chosen.
+  function listStreams(streams) {
+    const select = $('stream');
+    const previous = select.value;
+    select.replaceChildren();
+    select.hidden = !streams;
+    if (!streams) return;
+    for (const s of streams) select.add(new Option(s.name + (s.source ? '' : ' (failed)'), s.name));
+    const open = streams.filter((s) => s.source).map((s) => s.name);
+    select.value = open.includes(previous) ? previous : (open[0] || streams[0].name);
+  }
+
+  function chooseStream() {
+    const s = state.hello.streams.find((x) => x.name === $('stream').value);
+    state.frame = null;
+    if (state.preview) { state.preview.close(); state.preview = null; }
+    if (s && s.source) resize(s.source.width, s.source.height);
+    subscribe();
   }
 
   function resize(width, height) {
@@ -255,6 +286,7 @@
   $('token').value = params.get('token') || '';
   $('connect-form').addEventListener('submit', (ev) => { ev.preventDefault(); connect(); });
   $('show-preview').addEventListener('change', subscribe);
+  $('stream').addEventListener('change', chooseStream);
   for (const id of ['show-mesh', 'show-points', 'show-axes', 'show-boxes']) {
     $(id).addEventListener('change', requestDraw);
   }
