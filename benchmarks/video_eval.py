@@ -1,27 +1,20 @@
-"""Landmarks on video: accuracy, jitter, lag, recovery and detector use, with exact ground truth.
+"""Landmarks on video: accuracy, jitter, lag, step response, recovery and detector use.
 
-Synthetic clips are made from ``faces68/val`` stills (``tracker.training.synthvideo``: still, slow and
-fast motion with motion blur, a sweeping occluder, an exit from the frame and back; camera noise;
-H.264 at CRF 26). The track stage runs on the decoded clips with and without the temporal
-denoiser, and each run is scored raw and One-Euro smoothed:
-
-* NME: mean point error over the inter-ocular (outer eye corner) distance, on frames where the
-  whole face is in the frame and not occluded; ``occl`` on frames where the occluder covers
-  points (all points, and the covered points alone);
-* tracked: share of frames with the face fully in the frame that have a face;
-* jitter: RMS frame-to-frame change of the error on still segments (from their 6th frame),
-  % of inter-ocular distance; a smoother still settling after the motion before counts too, so
-  ``jitter_opening_still`` also gives it on the clip's first segment alone (pure noise);
-* lag: delay (frames) of the face centre behind the truth on moving segments, the shift that
-  best aligns the two trajectories (searched in 0.05-frame steps);
-* recovery: frames after the occluder has left / the face is fully back until the error is
-  again below max(5 %, 1.5x the clip's median);
-* detector calls per 100 frames.
+Synthetic clips with exact ground truth (``benchmarks/video_clips.py``: made from ``--faces
+val`` stills, the default, on which figures are reported, or ``--faces train-select``, the
+selection slice of the training faces, on which settings are tuned; still, slow and fast
+motion with motion blur, a sweeping occluder, an exit from the frame and back, two sudden
+jumps; camera noise; H.264 at CRF 26). The track stage runs on the decoded clips with and
+without the temporal denoiser, and each run is scored raw (``--smooth none``), with the
+per-coordinate One Euro filter (``smooth.rigid = false``, the default before) and with the
+face-frame filter (``smooth.rigid = true``, the default); the measures are those of
+``benchmarks/video_scoring.py`` (NME on still / moving / jump frames, jitter, lag, frames to
+90 % of a jump, recovery). ``--grid`` sweeps the face-frame filter's settings.
 
 Then the real clip (``videos/short_hamilton_clip.mp4``, no labels): per shot, frames with a face
 and detector calls with ``max_faces`` 1 and 5, compared with a detector run on every frame.
 
-    python benchmarks/video_eval.py [--weights W] [--clips 12] [--grid] [--json out.json]
+    python benchmarks/video_eval.py [--faces val|train-select] [--clips 12] [--grid] [--json F]
 """
 
 from __future__ import annotations
@@ -38,16 +31,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tracker.face68 import OUTER_EYE_CORNERS  # noqa: E402
-from tracker.temporal.smoothing import OneEuroParams, Smoother  # noqa: E402
+from benchmarks.video_clips import DATA, FACE_SETS, make_clips  # noqa: E402
+from benchmarks.video_scoring import score, summarise  # noqa: E402
+from tracker.temporal.smoothing import (  # noqa: E402
+    OneEuroParams,
+    RigidParams,
+    SmoothConfig,
+    Smoother,
+    make_filter,
+)
 from tracker.tracking.face_tracker import TrackConfig, TrackStage  # noqa: E402
-from tracker.training.synthvideo import SEGMENTS, ClipMaker, ClipTruth, load_truth, save_truth, write_clip  # noqa: E402
+from tracker.training.synthvideo import ClipTruth  # noqa: E402
 from tracker.types import Frame, TrackedFrame  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
 HAMILTON = DATA / "videos" / "short_hamilton_clip.mp4"
 SHOTS = (("wide stage", 0, 19), ("profiles", 20, 81), ("singer", 82, 210), ("audience", 211, 274))
-STILL, SLOW, FAST, OCCL, EXIT = (SEGMENTS.index(s) for s in SEGMENTS)
 
 
 def decode(path: Path) -> list[Frame]:
@@ -58,23 +56,6 @@ def decode(path: Path) -> list[Frame]:
         tb = float(s.time_base)
         return [Frame(i, float(f.pts * tb), f.to_ndarray(format="rgb24"))
                 for i, f in enumerate(c.decode(s))]
-
-
-def make_clips(n: int, cache: Path, seed: int) -> list[tuple[Path, ClipTruth]]:
-    """``n`` synthetic clips from val stills (cached as .mp4 + .npz)."""
-    from tracker.io.pts import load_folder
-
-    cache.mkdir(parents=True, exist_ok=True)
-    paths = [(cache / f"clip{i:02d}-s{seed}.mp4", cache / f"clip{i:02d}-s{seed}.npz")
-             for i in range(n)]
-    if not all(v.exists() and t.exists() for v, t in paths):
-        samples = load_folder(DATA / "faces68" / "val")
-        rng = np.random.default_rng(seed)
-        picks = rng.choice(len(samples), n, replace=False)
-        for (video, truth), k in zip(paths, picks, strict=True):
-            maker = ClipMaker(samples[int(k)], np.random.default_rng([seed, int(k)]))
-            save_truth(write_clip(maker, video), truth)
-    return [(v, load_truth(t)) for v, t in paths]
 
 
 @dataclass
@@ -99,7 +80,7 @@ def track_clip(stage: TrackStage, frames: list[Frame]) -> Run:
     return Run(pts, det, out)
 
 
-def smooth_run(run: Run, params: OneEuroParams | None) -> np.ndarray:
+def smooth_run(run: Run, params: OneEuroParams | RigidParams | None) -> np.ndarray:
     if params is None:
         return run.points
     sm = Smoother(params)
@@ -111,96 +92,38 @@ def smooth_run(run: Run, params: OneEuroParams | None) -> np.ndarray:
     return pts
 
 
-def _lag(pred: np.ndarray, gt: np.ndarray) -> float | None:
-    """Shift (frames) of ``pred`` behind ``gt`` minimising the mean squared distance."""
-    if len(gt) < 8 or np.isnan(pred).any():
-        return None
-    t = np.arange(len(gt), dtype=np.float64)
-    best, best_err = 0.0, np.inf
-    for k in np.arange(-3.0, 3.0001, 0.05):
-        lo, hi = max(0, int(np.ceil(k))), min(len(gt), int(np.floor(len(gt) - 1 + k)) + 1)
-        if hi - lo < 5:
-            continue
-        tt = t[lo:hi] - k
-        g = np.stack([np.interp(tt, t, gt[:, d]) for d in range(2)], 1)
-        err = float(np.mean(np.sum((pred[lo:hi] - g) ** 2, 1)))
-        if err < best_err:
-            best, best_err = float(k), err
-    return best
-
-
-def score(pred: np.ndarray, truth: ClipTruth, detected: np.ndarray) -> dict[str, list[float]]:
-    """Per-clip measurements (lists, pooled over clips by the caller)."""
-    gt = truth.points.astype(np.float64)
-    a, b = OUTER_EYE_CORNERS
-    iod = np.linalg.norm(gt[:, a] - gt[:, b], axis=1)
-    err = np.linalg.norm(pred - gt, axis=2) / iod[:, None]  # (F, 68), NaN when untracked
-    tracked = np.isfinite(err).all(1)
-    full = truth.visible >= 1.0
-    occl = truth.occluded.any(1)
-    clean = full & ~occl
-    m: dict[str, list[float]] = {k: [] for k in (
-        "nme", "nme_occl", "nme_occl_points", "tracked", "jitter_sq", "jitter_open_sq",
-        "lag_slow", "lag_fast",
-        "recovery_occl", "recovery_exit", "det", "frames")}
-    m["nme"] += list(err[clean & tracked].mean(1))
-    m["nme_occl"] += list(err[occl & tracked].mean(1))
-    m["nme_occl_points"] += list(err[occl & tracked][truth.occluded[occl & tracked]])
-    m["tracked"] += list(tracked[full].astype(float))
-    seg, start = truth.segment, truth.segment_start
-    idx = np.arange(len(seg))
-    still = (seg == STILL) & (idx >= start + 5) & clean
-    e = (pred - gt) / iod[:, None, None]
-    for i in np.flatnonzero(still[1:] & still[:-1]) + 1:
-        if tracked[i] and tracked[i - 1]:
-            d2 = list(np.sum((e[i] - e[i - 1]) ** 2, 1))
-            m["jitter_sq"] += d2
-            if start[i] == 0:  # the opening still segment: no motion before it to settle from
-                m["jitter_open_sq"] += d2
-    for s in np.unique(start[(seg == SLOW) | (seg == FAST)]):
-        sel = (start == s) & full
-        lag = _lag(pred[sel].mean(1), gt[sel].mean(1))
-        if lag is not None:
-            m["lag_slow" if seg[s] == SLOW else "lag_fast"].append(lag)
-    med = float(np.median(err[clean & tracked].mean(1))) if (clean & tracked).any() else 0.05
-    ok = tracked & (np.nan_to_num(err.mean(1), nan=1.0) < max(0.05, 1.5 * med))
-    if occl.any():
-        event = int(np.flatnonzero(occl)[-1]) + 1
-        m["recovery_occl"].append(_frames_until(ok, event))
-    for s in np.unique(start[seg == EXIT]):
-        sel = np.flatnonzero((start == s) & ~full)
-        if len(sel):
-            event = int(sel[-1]) + 1
-            m["recovery_exit"].append(_frames_until(ok, event))
-    m["det"].append(float(detected.sum()))
-    m["frames"].append(float(len(seg)))
-    return m
-
-
-def _frames_until(ok: np.ndarray, event: int) -> float:
-    after = np.flatnonzero(ok[event:])
-    return float(after[0]) if len(after) else float(len(ok) - event)
-
-
-def summarise(ms: list[dict[str, list[float]]]) -> dict[str, float]:
-    pool = {k: sum((m[k] for m in ms), []) for k in ms[0]}
-
-    def mean(k: str, scale: float = 1.0) -> float:
-        return float(np.mean(pool[k]) * scale) if pool[k] else float("nan")
-
+def filters(args: argparse.Namespace) -> dict[str, OneEuroParams | RigidParams | None]:
+    """The smoothing variants scored on every run: none (``--smooth none``), the per-coordinate
+    One Euro filter (``--no-rigid-smoothing``, the default before) and the face-frame filter."""
     return {
-        "nme_%": mean("nme", 100),
-        "nme_occluded_frames_%": mean("nme_occl", 100),
-        "nme_occluded_points_%": mean("nme_occl_points", 100),
-        "tracked_%": mean("tracked", 100),
-        "jitter_%iod": float(np.sqrt(np.mean(pool["jitter_sq"])) * 100),
-        "jitter_opening_still_%iod": float(np.sqrt(np.mean(pool["jitter_open_sq"])) * 100),
-        "lag_slow_frames": mean("lag_slow"),
-        "lag_fast_frames": mean("lag_fast"),
-        "recovery_occlusion_frames": mean("recovery_occl"),
-        "recovery_exit_frames": mean("recovery_exit"),
-        "detector_per_100_frames": 100 * sum(pool["det"]) / sum(pool["frames"]),
+        "raw": None,
+        "one euro per point": OneEuroParams(args.min_cutoff, args.beta, args.d_cutoff),
+        "rigid + shape": RigidParams(args.min_cutoff, args.beta, args.d_cutoff,
+                                     args.rigid_min_cutoff, args.rigid_beta, args.rigid_gate),
     }
+
+
+GRID_KEYS = ("nme_%", "nme_still_%", "nme_moving_%", "nme_drift_%", "jitter_%iod",
+             "jitter_tracked_%iod",
+             "jitter_opening_still_%iod", "lag_slow_frames", "lag_fast_frames",
+             "step_to_90%_frames", "step_overshoot_%", "nme_occluded_points_%")
+
+
+def grid(args: argparse.Namespace, base: list[Run], clips: list[tuple[Path, ClipTruth]]
+         ) -> dict[str, object]:
+    """The face-frame filter's settings swept on ``base`` (the other settings as given)."""
+    out: dict[str, object] = {}
+    for rbeta in (100.0, 300.0, 1000.0):
+        for gate in (0.04, 0.08, 0.12):
+            for beta in (10.0, args.beta):
+                for weight in (0.3, 1.0):
+                    p = RigidParams(args.min_cutoff, beta, args.d_cutoff, args.rigid_min_cutoff,
+                                    rbeta, gate, weight)
+                    s = summarise([score(smooth_run(r, p), truth, r.detected)
+                                   for r, (_, truth) in zip(base, clips, strict=True)])
+                    out[f"rigid_beta={rbeta} rigid_gate={gate} beta={beta} "
+                        f"fit_weight={weight}"] = {k: s[k] for k in GRID_KEYS}
+    return out
 
 
 def make_stage(weights: str | None, denoiser: object, max_faces: int = 1, **kw: object
@@ -214,10 +137,9 @@ def make_stage(weights: str | None, denoiser: object, max_faces: int = 1, **kw: 
 
 
 def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
-    clips = make_clips(args.clips, Path(args.cache), args.seed)
+    clips = make_clips(args.clips, Path(args.cache), args.seed, args.faces)
     frames = [decode(v) for v, _ in clips]
-    smooth = OneEuroParams(args.min_cutoff, args.beta, args.d_cutoff)
-    results: dict[str, object] = {}
+    results: dict[str, object] = {"clips": len(clips), "frames": sum(len(f) for f in frames)}
     runs: dict[str, list[Run]] = {}
     for name, den in (("rcn", None), ("rcn+temporal", denoiser)):
         if name == "rcn+temporal" and den is None:
@@ -234,25 +156,38 @@ def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
             with open(Path(args.save_runs).with_suffix(f".{name}.pkl"), "wb") as fh:
                 pickle.dump([(r.points, r.detected, [tf.faces for tf in r.tracked])
                              for r in runs[name]], fh)
-        for label, params in (("raw", None), ("smoothed", smooth)):
+        for label, params in filters(args).items():
             ms = [score(smooth_run(r, params), truth, r.detected)
                   for r, (_, truth) in zip(runs[name], clips, strict=True)]
             results[f"{name}, {label}"] = summarise(ms)
     if args.grid:
-        grid = {}
-        base = runs.get("rcn+temporal") or runs["rcn"]
-        for mc in (0.3, 1.0, 2.0):
-            for beta in (3.0, 10.0, 30.0):
-                for dc in (1.0, 3.0):
-                    p = OneEuroParams(mc, beta, dc)
-                    ms = [score(smooth_run(r, p), truth, r.detected)
-                          for r, (_, truth) in zip(base, clips, strict=True)]
-                    s = summarise(ms)
-                    grid[f"min_cutoff={mc} beta={beta} d_cutoff={dc}"] = {
-                        k: s[k] for k in ("nme_%", "jitter_%iod", "jitter_opening_still_%iod",
-                                          "lag_slow_frames", "lag_fast_frames")}
-        results["grid"] = grid
+        results["grid"] = grid(args, runs.get("rcn+temporal") or runs["rcn"], clips)
     return results
+
+
+TABLE = (("NME %", "nme_%", 2), ("NME still %", "nme_still_%", 2),
+         ("NME moving %", "nme_moving_%", 2), ("NME drift %", "nme_drift_%", 2),
+         ("NME occluded points %", "nme_occluded_points_%", 2),
+         ("jitter % IOD (all / tracked)", "jitter", 3), ("lag slow / fast (frames)", "lag", 2),
+         ("jump: frames to 90 % / overshoot %", "step", 2),
+         ("recovery occluder / exit (frames)", "recovery", 1))
+
+
+def table(results: dict[str, object]) -> str:
+    """The synthetic results as a Markdown table."""
+    rows = ["| pipeline | " + " | ".join(h for h, _, _ in TABLE) + " |",
+            "|---" * (len(TABLE) + 1) + "|"]
+    for name, r in results.items():
+        if not isinstance(r, dict) or "nme_%" not in r:
+            continue
+        pairs = {"jitter": ("jitter_%iod", "jitter_tracked_%iod"),
+                 "lag": ("lag_slow_frames", "lag_fast_frames"),
+                 "step": ("step_to_90%_frames", "step_overshoot_%"),
+                 "recovery": ("recovery_occlusion_frames", "recovery_exit_frames")}
+        cells = [" / ".join(f"{r[k]:.{d}f}" for k in pairs[key]) if key in pairs
+                 else f"{r[key]:.{d}f}" for _, key, d in TABLE]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def hamilton(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
@@ -299,9 +234,7 @@ def hamilton(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
 
 
 def cost(denoiser: object) -> dict[str, float]:
-    """Microseconds per face of the temporal model and of the One Euro filter."""
-    from tracker.temporal.smoothing import OneEuroFilter
-
+    """Microseconds per face of the temporal model and of the two smoothing filters."""
     rng = np.random.default_rng(0)
     pts = rng.uniform(100, 200, (68, 2)).astype(np.float32)
     conf = rng.uniform(0, 1, 68).astype(np.float32)
@@ -317,14 +250,17 @@ def cost(denoiser: object) -> dict[str, float]:
             ts.append(time.perf_counter() - t0)
         res["temporal_us_per_face_p50"] = float(np.median(ts) * 1e6)
         res["temporal_us_per_face_p99"] = float(np.percentile(ts, 99) * 1e6)
-    f = OneEuroFilter(OneEuroParams())
-    f(pts, 0.0)
-    ts = []
-    for i in range(2000):
-        t0 = time.perf_counter()
-        f(pts, (i + 1) / 30)
-        ts.append(time.perf_counter() - t0)
-    res["one_euro_us_per_face_p50"] = float(np.median(ts) * 1e6)
+    for name, params in (("one_euro", OneEuroParams()), ("rigid", RigidParams())):
+        f = make_filter(params)
+        f(pts, 0.0)
+        ts = []
+        for i in range(2000):
+            moved = pts + rng.normal(0, 0.5, pts.shape).astype(np.float32) + 0.1 * i
+            t0 = time.perf_counter()
+            f(moved, (i + 1) / 30)
+            ts.append(time.perf_counter() - t0)
+        res[f"{name}_us_per_face_p50"] = float(np.median(ts) * 1e6)
+        res[f"{name}_us_per_face_p99"] = float(np.percentile(ts, 99) * 1e6)
     return res
 
 
@@ -335,14 +271,19 @@ def main() -> None:
                     help="temporal model (default: shipped); 'none' to skip it")
     ap.add_argument("--clips", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--faces", choices=FACE_SETS, default="val",
+                    help="stills the clips are made from: val (report) or train-select (tune)")
     ap.add_argument("--cache", default="/tmp/tracker_video_eval")
-    ap.add_argument("--min-cutoff", type=float, default=OneEuroParams().min_cutoff)
-    ap.add_argument("--beta", type=float, default=OneEuroParams().beta)
-    ap.add_argument("--d-cutoff", type=float, default=OneEuroParams().d_cutoff)
+    ap.add_argument("--min-cutoff", type=float, default=SmoothConfig().min_cutoff)
+    ap.add_argument("--beta", type=float, default=SmoothConfig().beta)
+    ap.add_argument("--d-cutoff", type=float, default=SmoothConfig().d_cutoff)
+    ap.add_argument("--rigid-min-cutoff", type=float, default=SmoothConfig().rigid_min_cutoff)
+    ap.add_argument("--rigid-beta", type=float, default=SmoothConfig().rigid_beta)
+    ap.add_argument("--rigid-gate", type=float, default=SmoothConfig().rigid_gate)
     ap.add_argument("--roi-scale", type=float, default=TrackConfig().roi_scale)
     ap.add_argument("--motion", type=float, default=TrackConfig().motion)
     ap.add_argument("--roi-hold", type=float, default=TrackConfig().roi_hold)
-    ap.add_argument("--grid", action="store_true", help="also sweep the One Euro settings")
+    ap.add_argument("--grid", action="store_true", help="also sweep the face-frame filter")
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--no-hamilton", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -370,6 +311,8 @@ def main() -> None:
         results["hamilton"] = hamilton(args, denoiser)
     text = json.dumps(results, indent=1)
     print(text)
+    if "synthetic" in results:
+        print(table(results["synthetic"]), file=sys.stderr)  # type: ignore[arg-type]
     if args.json:
         Path(args.json).write_text(text + "\n")
 

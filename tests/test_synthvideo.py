@@ -66,3 +66,19 @@ def test_written_clip_decodes_and_truth_round_trips(tmp_path: Path) -> None:
     with av.open(str(tmp_path / "c.mp4")) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 7 and frames[0].shape == (96, 160, 3)
+
+
+def test_a_jump_moves_the_face_at_once_and_a_drift_moves_it_steadily() -> None:
+    from tracker.training.synthvideo import DRIFT, JUMP
+
+    plan = (("still", 3), ("jump", 5), ("drift", 20))
+    maker = ClipMaker(marked_sample(), np.random.default_rng(4), plan=plan, noise=0.0)
+    centres = np.array([maker.frame(i)[1].mean(0) for i in range(28)])
+    size = maker.poses[0].size
+    steps = np.linalg.norm(np.diff(centres, axis=0), axis=1) / size
+    assert steps[2] == pytest.approx(JUMP, rel=1e-3)  # frame 2 -> 3: the jump
+    assert np.allclose(steps[3:7], 0.0) and np.allclose(steps[:2], 0.0)  # still around it
+    fps = maker.fps
+    assert DRIFT[0] <= steps[8] * fps <= DRIFT[1]  # face sizes per second
+    assert np.allclose(steps[7:], steps[8], rtol=1e-3)  # steady
+    assert [SEGMENTS[maker.segments[i]] for i in (0, 3, 8, 27)] == ["still", "jump", "drift", "drift"]

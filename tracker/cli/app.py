@@ -215,20 +215,29 @@ def run_command(
     min_cutoff: Annotated[
         float | None,
         typer.Option(min=0.001, show_default=False,
-                     help="One Euro cutoff (Hz) of a still face: lower = steadier, more lag "
+                     help="One Euro cutoff (Hz) of a still face (with rigid smoothing: of its "
+                     "shape): lower = steadier, more lag "
                      f"(default {_D.smooth.min_cutoff:g})."),
     ] = None,
     beta: Annotated[
         float | None,
         typer.Option(min=0.0, show_default=False,
-                     help="One Euro speed coefficient (per face size/s): higher = less lag "
+                     help="One Euro speed coefficient (per face size/s of a point's speed; "
+                     "with rigid smoothing, its speed within the face): higher = less lag "
                      f"when moving (default {_D.smooth.beta:g})."),
     ] = None,
     d_cutoff: Annotated[
         float | None,
         typer.Option(min=0.001, show_default=False,
-                     help="One Euro cutoff (Hz) of the speed estimate "
+                     help="One Euro cutoff (Hz) of the speed estimates "
                      f"(default {_D.smooth.d_cutoff:g})."),
+    ] = None,
+    rigid_smoothing: Annotated[
+        bool | None,
+        typer.Option("--rigid-smoothing/--no-rigid-smoothing", show_default=False,
+                     help="Smooth the face's motion apart from its shape, so a moving head "
+                     "does not lag; --no-rigid-smoothing filters every coordinate alike, as "
+                     f"before (default {'on' if _D.smooth.rigid else 'off'})."),
     ] = None,
     engine: Annotated[
         str | None,
@@ -330,6 +339,7 @@ def run_command(
             "smooth.min_cutoff": min_cutoff,
             "smooth.beta": beta,
             "smooth.d_cutoff": d_cutoff,
+            "smooth.rigid": rigid_smoothing,
             "model.engine": engine,
             "model.weights": weights,
             "pipeline.policy": policy,

@@ -1,166 +1,84 @@
-"""Landmark smoothing: a One Euro filter per face, compiled with Numba.
+"""Landmark smoothing: one filter per face id over the stream of tracked frames.
 
-The One Euro filter (Casiez, Roussel and Vogel, CHI 2012) is a first-order low-pass filter whose
-cutoff rises with speed: ``cutoff = min_cutoff + beta * |speed|``, the speed itself being a
-low-passed derivative (cutoff ``d_cutoff``). Still faces are smoothed hard (jitter goes), moving
-ones lightly (little lag).
+Two filters (both Numba-compiled, a few microseconds a face):
 
-Every coordinate of a face's 68 x 2 points is filtered independently, all in one kernel call.
-Speeds are measured in face sizes per second (pixels per second over the larger side of the
-face's landmark box), so one setting suits a face at any distance; the filter itself works on
-pixels, so a face growing or shrinking does not disturb it.
+* ``rigid = true`` (the default), :class:`~tracker.temporal.rigid.RigidOneEuroFilter`: the
+  face's rigid motion (position, size, roll) and its shape are filtered apart, the shape with
+  the One Euro settings in the face's own frame, the motion by a filter that opens at once when
+  the whole face moves. Still faces are as steady as with the plain filter; moving faces keep
+  the accuracy of unsmoothed points (``benchmarks/video_eval.py``, docs/tracking.md).
+* ``rigid = false``, :class:`~tracker.temporal.one_euro.OneEuroFilter`: the textbook One Euro
+  filter on every coordinate in frame pixels (the default until this option came): it lags
+  behind a moving face.
 
 State lives per face id: created when an id first appears, discarded as soon as a frame arrives
-without it (a lost face that comes back starts afresh). Time steps come from the frames'
-timestamps (``1 / fallback_fps`` when those are missing or not increasing).
+without it (a lost face that comes back starts afresh).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
+from typing import Protocol
 
-import numba as nb
 import numpy as np
 
 from tracker.geometry import box_from_points
 from tracker.runtime.pipeline import Stage
+from tracker.temporal import one_euro, rigid
+from tracker.temporal.one_euro import OneEuroFilter, OneEuroParams, face_scale, one_euro_step
+from tracker.temporal.rigid import RigidOneEuroFilter, RigidParams
 from tracker.types import Landmarks, TrackedFrame
 
+__all__ = ["FILTERS", "OneEuroFilter", "OneEuroParams", "PointFilter", "RigidOneEuroFilter",
+           "RigidParams", "SmoothConfig", "SmoothStage", "Smoother", "face_scale", "make_filter",
+           "one_euro_step", "warmup"]
+
 FILTERS = ("one_euro", "none")
-
-
-@dataclass(frozen=True, slots=True)
-class OneEuroParams:
-    """Filter settings: cutoffs in Hz, ``beta`` in Hz per (face size / s)."""
-
-    min_cutoff: float = 0.5  # Hz: cutoff of a still face (lower = smoother, more lag)
-    beta: float = 15.0  # cutoff rise per face size/s of speed (higher = less lag when moving)
-    d_cutoff: float = 3.0  # Hz: cutoff of the speed estimate
-    fallback_fps: float = 30.0  # steps of 1/fps where frame times are missing or not increasing
-
-    def __post_init__(self) -> None:
-        if not (self.min_cutoff > 0 and self.d_cutoff > 0 and self.fallback_fps > 0):
-            raise ValueError("min_cutoff, d_cutoff and fallback_fps must be > 0")
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-
-
-_ONE_EURO = OneEuroParams()
+_RIGID = RigidParams()
 
 
 @dataclass(frozen=True, slots=True)
 class SmoothConfig:
-    """The smoothing of a run (the ``[smooth]`` config section): which filter, and the One Euro
-    settings, whose defaults and meaning are those of :class:`OneEuroParams`."""
+    """The smoothing of a run (the ``[smooth]`` config section): which filter, the One Euro
+    settings of the points (:class:`OneEuroParams`; with ``rigid`` they apply to the face's
+    shape in its own frame) and the filter of the face's motion (:class:`RigidParams`)."""
 
     filter: str = "one_euro"  # one of FILTERS: one_euro | none
-    min_cutoff: float = _ONE_EURO.min_cutoff  # Hz, still face
-    beta: float = _ONE_EURO.beta  # Hz per face size/s
-    d_cutoff: float = _ONE_EURO.d_cutoff  # Hz, speed estimate
+    min_cutoff: float = _RIGID.min_cutoff  # Hz, still face (its points, or its shape)
+    beta: float = _RIGID.beta  # Hz per face size/s of a point's speed
+    d_cutoff: float = _RIGID.d_cutoff  # Hz, speed estimates
+    rigid: bool = True  # filter the face's motion apart from its shape; false = every coordinate
+    rigid_min_cutoff: float = _RIGID.rigid_min_cutoff  # Hz, the motion of a still face
+    rigid_beta: float = _RIGID.rigid_beta  # Hz per face size/s above the gate
+    rigid_gate: float = _RIGID.rigid_gate  # face sizes/s: slower motion is smoothed as noise
 
-    def params(self) -> OneEuroParams:
-        """The One Euro settings (ValueError when out of range; see ``Config.validate``)."""
+    def params(self) -> OneEuroParams | RigidParams:
+        """The filter settings (ValueError when out of range; see ``Config.validate``)."""
+        if self.rigid:
+            return RigidParams(self.min_cutoff, self.beta, self.d_cutoff, self.rigid_min_cutoff,
+                               self.rigid_beta, self.rigid_gate)
         return OneEuroParams(self.min_cutoff, self.beta, self.d_cutoff)
 
 
-@nb.njit(cache=True, nogil=True)
-def _alpha(cutoff: float, dt: float) -> float:
-    """Smoothing factor of a first-order low-pass filter at ``cutoff`` Hz for a step ``dt``."""
-    tau = 1.0 / (2.0 * math.pi * cutoff)
-    return 1.0 / (1.0 + tau / dt)
+class PointFilter(Protocol):
+    """One face's filter: filtered float32 copy of ``points`` (K, 2) seen at ``t`` seconds."""
+
+    def __call__(self, points: np.ndarray, t: float) -> np.ndarray: ...
 
 
-@nb.njit(cache=True, nogil=True)
-def one_euro_step(x: np.ndarray, dt: float, scale: float, x_hat: np.ndarray, dx_hat: np.ndarray,
-                  min_cutoff: float, beta: float, d_cutoff: float, out: np.ndarray) -> None:
-    """Filter one sample ``x`` (any shape, float64) in place of the state ``x_hat``/``dx_hat``.
-
-    ``out`` receives the filtered values. ``scale`` divides the speeds (face size in pixels).
-    A non-finite input passes through and leaves its coordinate's state untouched.
-    """
-    xs, xh, dxh, o = x.ravel(), x_hat.ravel(), dx_hat.ravel(), out.ravel()
-    a_d = _alpha(d_cutoff, dt)
-    inv_scale = 1.0 / scale
-    for i in range(xs.size):
-        xi = xs[i]
-        if not math.isfinite(xi):
-            o[i] = xi
-            continue
-        dx = (xi - xh[i]) / dt
-        edx = dxh[i] + a_d * (dx - dxh[i])
-        cutoff = min_cutoff + beta * abs(edx) * inv_scale
-        a = _alpha(cutoff, dt)
-        xh[i] += a * (xi - xh[i])
-        dxh[i] = edx
-        o[i] = xh[i]
-
-
-@nb.njit(cache=True, nogil=True)
-def _step_face(x: np.ndarray, dt: float, x_hat: np.ndarray, dx_hat: np.ndarray,
-               min_cutoff: float, beta: float, d_cutoff: float, out: np.ndarray) -> None:
-    """:func:`one_euro_step` of one face's points ``x`` (K, 2) with the speed scale
-    :func:`face_scale` computed in the same call (the same float64 arithmetic)."""
-    lo0 = lo1 = np.inf
-    hi0 = hi1 = -np.inf
-    for i in range(x.shape[0]):
-        a, b = x[i, 0], x[i, 1]
-        if math.isfinite(a) and math.isfinite(b):
-            lo0, hi0 = min(lo0, a), max(hi0, a)
-            lo1, hi1 = min(lo1, b), max(hi1, b)
-    scale = 1.0 if lo0 > hi0 else max(hi0 - lo0, hi1 - lo1, 1.0)
-    one_euro_step(x, dt, scale, x_hat, dx_hat, min_cutoff, beta, d_cutoff, out)
-
-
-def face_scale(points: np.ndarray) -> float:
-    """Face size in pixels: the larger side of the landmarks' tight box (at least 1)."""
-    finite = points[np.isfinite(points).all(axis=1)]
-    if finite.size == 0:
-        return 1.0
-    span = finite.max(axis=0) - finite.min(axis=0)
-    return max(float(span.max()), 1.0)
-
-
-class OneEuroFilter:
-    """One Euro filter over a fixed-size array of coordinates (one face)."""
-
-    def __init__(self, params: OneEuroParams) -> None:
-        self.params = params
-        self._x: np.ndarray | None = None
-        self._dx: np.ndarray | None = None
-        self._t: float | None = None
-
-    def reset(self) -> None:
-        self._x = self._dx = self._t = None
-
-    def __call__(self, points: np.ndarray, t: float, scale: float | None = None) -> np.ndarray:
-        """Filtered copy of ``points`` (K, 2) (float32) observed at time ``t`` seconds."""
-        x = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 2)
-        if self._x is None or self._x.shape != x.shape:
-            self._x = np.where(np.isfinite(x), x, 0.0)
-            self._dx = np.zeros_like(x)
-            self._t = t
-            return np.asarray(points, dtype=np.float32).copy()
-        p = self.params
-        dt = t - self._t if self._t is not None else 0.0
-        if not (math.isfinite(dt) and dt > 0):
-            dt = 1.0 / p.fallback_fps
-        self._t = t if math.isfinite(t) else (self._t or 0.0) + dt
-        out = np.empty_like(x)
-        if scale is None:  # face_scale(x), inside the kernel
-            _step_face(x, dt, self._x, self._dx, p.min_cutoff, p.beta, p.d_cutoff, out)
-        else:
-            one_euro_step(x, dt, max(scale, 1.0), self._x, self._dx, p.min_cutoff, p.beta,
-                          p.d_cutoff, out)
-        return out.reshape(np.shape(points)).astype(np.float32)
+def make_filter(params: OneEuroParams | RigidParams) -> PointFilter:
+    """A fresh filter of one face for ``params``."""
+    if isinstance(params, RigidParams):
+        return RigidOneEuroFilter(params)
+    return OneEuroFilter(params)
 
 
 class Smoother:
-    """Per-face-id One Euro filters over a stream of :class:`TrackedFrame`."""
+    """Per-face-id filters (:func:`make_filter`) over a stream of :class:`TrackedFrame`."""
 
-    def __init__(self, params: OneEuroParams) -> None:
+    def __init__(self, params: OneEuroParams | RigidParams = _RIGID) -> None:
         self.params = params
-        self._filters: dict[int, OneEuroFilter] = {}
+        self._filters: dict[int, PointFilter] = {}
 
     @property
     def face_ids(self) -> tuple[int, ...]:
@@ -177,7 +95,7 @@ class Smoother:
     def _smooth(self, face: Landmarks) -> Landmarks:
         filt = self._filters.get(face.face_id)
         if filt is None:
-            filt = self._filters[face.face_id] = OneEuroFilter(self.params)
+            filt = self._filters[face.face_id] = make_filter(self.params)
         points = filt(face.points, face.time)
         box = box_from_points(points) if np.isfinite(points).all() else face.box
         return replace(face, points=points, box=replace(box, score=face.box.score))
@@ -188,7 +106,8 @@ class SmoothStage(Stage):
 
     name = "smooth"
 
-    def __init__(self, params: OneEuroParams = _ONE_EURO) -> None:
+    def __init__(self, params: OneEuroParams | RigidParams = _RIGID) -> None:
+        warmup()  # the kernels load here, not on the stage's thread beside other Numba code
         self.smoother = Smoother(params)
 
     def process(self, item: TrackedFrame) -> TrackedFrame:
@@ -196,8 +115,6 @@ class SmoothStage(Stage):
 
 
 def warmup() -> None:
-    """Load (or compile once, to the disk cache) the kernel."""
-    x = np.zeros((2, 2))
-    one_euro_step(x, 1.0 / 30, 1.0, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty((2, 2)))
-    _step_face(x, 1.0 / 30, x.copy(), x.copy(), 1.0, 0.0, 1.0, np.empty((2, 2)))
-
+    """Load (or compile once, to the disk cache) the filters' kernels."""
+    one_euro.warmup()
+    rigid.warmup()

@@ -4,11 +4,13 @@ A clip moves one still (face and its surroundings, feathered at the edges) over 
 background along a smooth random similarity trajectory made of segments:
 
 ``still`` (no motion), ``slow``, ``fast`` (with motion blur: the shutter is averaged over
-sub-frame positions), ``occluded`` (still, while an occluder sweeps across the face) and
-``exit`` (the face leaves the frame and comes back). Each frame then gets camera noise; the
-clip is H.264-encoded and decoded again by the caller if it wants compression
-(:func:`write_clip`). Ground-truth points follow the same transforms exactly (at the middle of
-the shutter).
+sub-frame positions), ``occluded`` (still, while an occluder sweeps across the face),
+``exit`` (the face leaves the frame and comes back), ``jump`` (between two frames the face
+moves :data:`JUMP` face sizes at once, then stays still: the step response of a tracker) and
+``drift`` (a slow steady sway, :data:`DRIFT` face sizes per second, as a seated person's).
+Each frame then gets camera noise; the clip is H.264-encoded and decoded again by the caller
+if it wants compression (:func:`write_clip`). Ground-truth points follow the same transforms
+exactly (at the middle of the shutter).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import numpy as np
 from tracker.geometry import box_from_points, transform_points
 from tracker.io.pts import Sample
 
-SEGMENTS = ("still", "slow", "fast", "occluded", "exit")
+SEGMENTS = ("still", "slow", "fast", "occluded", "exit", "jump", "drift")
+JUMP = 0.25  # face sizes a ``jump`` segment moves the face by, on its first frame
+DRIFT = (0.05, 0.2)  # face sizes per second of a ``drift`` segment (uniform in this range)
 # default plan: (segment, frames)
 PLAN: tuple[tuple[str, int], ...] = (
     ("still", 30), ("slow", 30), ("fast", 20), ("still", 20), ("occluded", 24), ("slow", 20),
@@ -109,6 +113,34 @@ class ClipMaker:
         size = float(np.clip(around.size * math.exp(r.uniform(-zoom, zoom)), lo, 0.55 * self.height))
         return _Pose(cx, cy, angle, size)
 
+    def _jumped(self, pose: _Pose) -> _Pose:
+        """``pose`` moved :data:`JUMP` face sizes in a random direction (the opposite one
+        where the first would leave the frame)."""
+        phi = self.rng.uniform(0, 2 * math.pi)
+        margin = 0.6 * pose.size
+        for sign in (1.0, -1.0):
+            cx = pose.cx + sign * JUMP * pose.size * math.cos(phi)
+            cy = pose.cy + sign * JUMP * pose.size * math.sin(phi)
+            if margin <= cx <= self.width - margin and margin <= cy <= self.height - margin:
+                break
+        cx = float(np.clip(cx, margin, self.width - margin))
+        cy = float(np.clip(cy, margin, self.height - margin))
+        return _Pose(cx, cy, pose.angle, pose.size)
+
+    def _drift(self, pose: _Pose, n: int) -> list[_Pose]:
+        """``n`` frames of steady motion at a :data:`DRIFT` speed, in a random direction (the
+        opposite one where the first would leave the frame)."""
+        step = self.rng.uniform(*DRIFT) * pose.size / self.fps
+        phi = self.rng.uniform(0, 2 * math.pi)
+        margin = 0.6 * pose.size
+        dx, dy = step * math.cos(phi), step * math.sin(phi)
+        end_x, end_y = pose.cx + n * dx, pose.cy + n * dy
+        if not (margin <= end_x <= self.width - margin and margin <= end_y <= self.height - margin):
+            dx, dy = -dx, -dy
+        return [_Pose(float(np.clip(pose.cx + (i + 1) * dx, margin, self.width - margin)),
+                      float(np.clip(pose.cy + (i + 1) * dy, margin, self.height - margin)),
+                      pose.angle, pose.size) for i in range(n)]
+
     def _trajectory(self, plan: tuple[tuple[str, int], ...]
                     ) -> tuple[list[_Pose], list[int], list[int]]:
         r = self.rng
@@ -131,6 +163,12 @@ class ClipMaker:
                 end = self._random_pose(pose, 2.5, 25, 0.3)
                 path = [_lerp(pose, end, (i + 1) / n) for i in range(n)]
                 pose = end
+            elif name == "jump":
+                pose = self._jumped(pose)
+                path = [pose] * n
+            elif name == "drift":
+                path = self._drift(pose, n)
+                pose = path[-1]
             elif name == "exit":
                 out_x = -0.9 * pose.size if pose.cx < self.width / 2 else self.width + 0.9 * pose.size
                 gone = _Pose(out_x, pose.cy, pose.angle, pose.size)
