@@ -84,6 +84,22 @@ def test_render_stage_keeps_frame_timing() -> None:
     assert isinstance(out, Frame) and (out.index, out.time) == (3, 0.12) and out.image[0, 0, 0] == 1
 
 
+def test_render_stage_inplace_draws_on_the_frame_only_when_it_may() -> None:
+    from tracker.outputs.render import annotate
+
+    image = np.zeros((40, 80, 3), np.uint8)
+    item = TrackedFrame(Frame(0, 0.0, image), (face(1, shift=4.0),))
+    copied = RenderStage(annotate).process(item).image
+    assert not image.any() and copied.any()
+    drawn = RenderStage(annotate, inplace=True).process(item).image
+    assert drawn is image and np.array_equal(drawn, copied)
+    frozen = np.zeros((40, 80, 3), np.uint8)
+    frozen.flags.writeable = False  # e.g. a read-only decoded buffer: drawn on a copy
+    out = RenderStage(annotate, inplace=True).process(TrackedFrame(Frame(0, 0.0, frozen),
+                                                                    item.faces)).image
+    assert out is not frozen and np.array_equal(out, copied)
+
+
 class FakeWriter:
     def __init__(self) -> None:
         self.times: list[float] = []

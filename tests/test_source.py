@@ -412,3 +412,19 @@ def test_live_source_that_never_sends_a_frame_is_an_error(ts_data: bytes) -> Non
             list(src.frames())
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("size_changes", [False, True])
+def test_images_are_the_pixels_pyav_converts(tmp_path: Path, size_changes: bool) -> None:
+    """One swscale context kept for the stream gives frame.to_ndarray's pixels exactly."""
+    import av
+
+    path = size_change(tmp_path / "two.ts") if size_changes else make_clip(tmp_path / "c.mp4")
+    src = open_source(str(path))
+    w, h = src.info.width, src.info.height
+    with av.open(str(path)) as c:
+        want = [f.to_ndarray(format="rgb24", **({} if (f.width, f.height) == (w, h) else
+                dict(width=w, height=h, interpolation="BICUBIC"))) for f in c.decode(video=0)]
+    got = [f.image for f in src.frames()]
+    src.close()
+    assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))

@@ -130,6 +130,17 @@ def annotator(cfg: Config) -> Callable[..., Any]:
     return partial(annotate, pose=True) if cfg.pose.draw else annotate
 
 
+def _draws_inplace(annotate: Callable[..., Any]) -> bool:
+    """True for :func:`~tracker.outputs.render.annotate` (or a partial of it): it takes
+    ``inplace=``."""
+    from functools import partial
+
+    from tracker.outputs.render import annotate as render_annotate
+
+    func = annotate.func if isinstance(annotate, partial) else annotate
+    return func is render_annotate
+
+
 def check_outputs(cfg: Config, outputs: dict[str, str | None]) -> None:
     """Outputs that can be written and do not collide (before anything is opened)."""
     from tracker.outputs.paths import check_writable
@@ -370,7 +381,9 @@ def build_pipeline(
         if preview_factory is not None:
             preview_in = p.channel("preview", PREVIEW_QUEUE, "drop_oldest")
         render_outputs = [c for c in (video_in, preview_in) if c is not None]
-        p.add(RenderStage(annotate), input=render_in, outputs=render_outputs)
+        # no other stage reads the images after tracking: draw on them, not on copies
+        inplace = ws is None and extra is None and _draws_inplace(annotate)
+        p.add(RenderStage(annotate, inplace=inplace), input=render_in, outputs=render_outputs)
         if video_in is not None:
             p.add(VideoSink(writer), input=video_in)
         if preview_in is not None:

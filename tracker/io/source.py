@@ -24,6 +24,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from tracker.errors import CameraNotFound, SourceError  # noqa: F401 (re-exported)
 from tracker.io.integrity import mp4_problem, truncation  # noqa: F401 (re-exported)
@@ -90,6 +91,7 @@ class VideoSource(Stage):
         self.warning: str | None = None  # why a live source ended early
         self.notes: list[str] = []  # oddities worked around (timestamp discontinuities)
         self._orient = Orientation()
+        self._rgb = VideoReformatter()  # frames to RGB (swscale context kept between frames)
         self._size = (info.width, info.height)  # stored frames are scaled to this first
         # (container, first frame or None, the rest, or the error) decoded by prime()
         self._primed: tuple[object, list[av.VideoFrame], Iterator[av.VideoFrame],
@@ -185,7 +187,9 @@ class VideoSource(Stage):
             shrink = frame.width * frame.height > w * h
             size = dict(width=w, height=h, interpolation="AREA" if shrink else "BICUBIC")
         try:
-            image = frame.to_ndarray(format="rgb24", **size)
+            # one reformatter for the stream: frame.to_ndarray(format=...) sets up a new
+            # SwsContext for every frame (~0.03-0.05 ms at 640x360); the same pixels
+            image = self._rgb.reformat(frame, format="rgb24", **size).to_ndarray()
         except (av.FFmpegError, ValueError) as exc:
             raise SourceError(
                 f"{self.info.spec}: cannot convert pixel format {frame.format.name} to RGB "

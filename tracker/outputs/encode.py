@@ -37,6 +37,7 @@ from tracker.outputs.audio import AudioFeed
 from tracker.outputs.fragments import SYNC_S, FragmentFile  # noqa: F401 (SYNC_S re-exported)
 from tracker.outputs.fragments import FragmentFile as _FragmentFile  # noqa: F401 (old name)
 from tracker.outputs.render import draw_hud
+from tracker.outputs.yuv import I420Converter
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -69,6 +70,9 @@ def _reason(exc: BaseException) -> str:
 
 class VideoWriter:
     """Encode RGB frames to H.264 (yuv420p) in an MP4, keeping input timestamps and audio.
+
+    Frames reach libx264 as yuv420p (:mod:`tracker.outputs.yuv`); it runs frame threads
+    (``threads``: 0 = x264's own count) at the given preset and CRF.
 
     ``time`` passed to :meth:`write` must be the container time of the source frame
     (``pts * time_base``, as in ``Frame.time``, not shifted to start at zero) so that the
@@ -129,6 +133,7 @@ class VideoWriter:
         self._audio: AudioFeed | None = None
         self._file: FragmentFile | None = None
         self._failed = False
+        self._to_i420 = I420Converter(self.width, self.height)  # RGB -> yuv420p, one buffer
 
         parent = os.path.dirname(os.path.abspath(path))
         if not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
@@ -181,6 +186,7 @@ class VideoWriter:
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.codec_context.thread_count = threads
+        stream.codec_context.thread_type = "FRAME"  # PyAV's default: a slice per thread
         stream.options = {"preset": preset, "crf": str(crf)}
         return stream
 
@@ -241,7 +247,7 @@ class VideoWriter:
                 raise EncodeError(f"write to closed VideoWriter ({self.path})")
             if self._failed:
                 raise self._failure(None)
-            frame = av.VideoFrame.from_ndarray(self._prepare(image_rgb), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(self._to_i420(self._prepare(image_rgb)), "yuv420p")
             pts = round(Fraction(time) / self.time_base)
             if self._last_pts is not None and pts <= self._last_pts:
                 pts = self._last_pts + 1

@@ -98,9 +98,10 @@ def draw_landmarks(
     else:
         colors = confidence_colors(face.confidence)
     r = max(1, int(radius)) * _SCALE
-    for (x, y), ok, color in zip(fixed, finite, colors, strict=True):
+    # plain lists: iterating the arrays made a NumPy scalar per number (~40 us a face)
+    for (x, y), ok, color in zip(fixed.tolist(), finite.tolist(), colors.tolist(), strict=True):
         if ok:
-            cv2.circle(image, (int(x), int(y)), r, color.tolist(), -1, cv2.LINE_AA, _SHIFT)
+            cv2.circle(image, (x, y), r, color, -1, cv2.LINE_AA, _SHIFT)
 
 
 def draw_box(image: np.ndarray, face: Landmarks) -> None:

@@ -147,16 +147,27 @@ def _stdout_to_devnull() -> None:
 
 
 class RenderStage(Stage):
-    """Draws landmarks on each frame; outputs a :class:`Frame` holding the annotated image."""
+    """Draws landmarks on each frame; outputs a :class:`Frame` holding the annotated image.
+
+    With ``inplace`` (the render stage is the only reader of the frames' images; ``annotate``
+    takes ``inplace=``, as :func:`~tracker.outputs.render.annotate`) a C-contiguous writable
+    image is drawn on itself instead of on a copy.
+    """
 
     name = "render"
 
-    def __init__(self, annotate: Callable[[np.ndarray, TrackedFrame], np.ndarray]) -> None:
+    def __init__(self, annotate: Callable[..., np.ndarray], *, inplace: bool = False) -> None:
         self._annotate = annotate
+        self._inplace = inplace
 
     def process(self, item: TrackedFrame) -> Frame:
         f = item.frame
-        return Frame(f.index, f.time, self._annotate(f.image, item), f.wall_time)
+        image = f.image
+        if self._inplace and image.flags.c_contiguous and image.flags.writeable:
+            drawn = self._annotate(image, item, inplace=True)
+        else:
+            drawn = self._annotate(image, item)
+        return Frame(f.index, f.time, drawn, f.wall_time)
 
 
 class Writer(Protocol):
