@@ -24,7 +24,11 @@ PINNED = ROOT / "tests" / "data" / "hamilton90_onnxruntime.jsonl"
 @pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/data/videos")
 def test_jsonl_of_a_real_clip_matches_the_pinned_run(tmp_path: Path) -> None:
     out = tmp_path / "now.jsonl"
+    temporal = ROOT / "tracker" / "weights" / "temporal_dkm_faces68.npz"
+    config = tmp_path / "then.toml"
+    config.write_text(f"[track]\ntemporal_weights = {json.dumps(str(temporal))}\n")
     code = main(["run", str(CLIP), "--max-frames", "90", "--engine", "onnxruntime",
+                 "--weights", "rcn_lite_faces68", "--config", str(config),
                  "--no-rigid-smoothing", "--jsonl", str(out)])
     assert code == 0
     now = [json.loads(x) for x in out.read_text().splitlines()]
