@@ -120,3 +120,22 @@ def test_unsolvable_input_gives_none(points: np.ndarray) -> None:
 ])
 def test_camera_matrix(size: tuple[int, int], expected: list[list[float]]) -> None:
     np.testing.assert_allclose(camera_matrix(*size), expected)
+
+
+@pytest.mark.parametrize("pose", POSES)
+def test_the_numba_refinement_finds_opencvs_minimum(pose: tuple[float, float, float]) -> None:
+    from tracker.outputs.pnp import refine_pose, rodrigues
+
+    rng = np.random.default_rng(int(sum(pose)) + 100)
+    idx = np.asarray(RIGID_POINTS)
+    obj = np.ascontiguousarray(FACE_MODEL_68[idx])
+    cam = camera_matrix(640, 480)
+    img = view(*pose)[idx] + rng.normal(0, 2.0, (idx.size, 2))  # noisy: a real minimum
+    start_r = cv2.Rodrigues(rotation_from_angles(*(a + 8.0 for a in pose)))[0]
+    start_t = np.array([[0.0], [0.0], [700.0]])  # well off the truth
+    ref_r, ref_t = cv2.solvePnPRefineLM(obj.reshape(-1, 1, 3), img.reshape(-1, 1, 2), cam, None,
+                                        start_r.copy(), start_t.copy())
+    r, t = refine_pose(obj, np.ascontiguousarray(img), cam, start_r.ravel(), start_t.ravel())
+    assert np.abs(r - ref_r.ravel()).max() < 1e-5 and np.abs(t - ref_t.ravel()).max() < 1e-2
+    assert np.allclose(rodrigues(r), cv2.Rodrigues(r)[0], atol=1e-12)
+    assert np.allclose(rodrigues(np.zeros(3)), np.eye(3))

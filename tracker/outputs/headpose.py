@@ -36,6 +36,7 @@ from tracker.face68 import (
     RIGHT_MOUTH_CORNER,
     UPPER_LIP_TOP,
 )
+from tracker.outputs.pnp import refine_pose
 from tracker.types import HeadPose
 
 # fmt: off
@@ -176,7 +177,8 @@ def estimate_pose(
 
     Uses the :data:`RIGID_POINTS` that are finite (and at least ``min_confidence`` when
     ``confidence`` is given); at least :data:`MIN_POINTS` are needed. SQPnP gives a global
-    solution, refined with Levenberg-Marquardt.
+    solution, refined with Levenberg-Marquardt (:func:`tracker.outputs.pnp.refine_pose`: the
+    same minimum as ``cv2.solvePnPRefineLM`` at ~1/20 of its cost).
     """
     pts = np.asarray(points, np.float64)
     if pts.shape != (N_POINTS, 2):
@@ -197,10 +199,11 @@ def estimate_pose(
         found, rvec, tvec = cv2.solvePnP(obj, img, cam, None, flags=cv2.SOLVEPNP_SQPNP)
         if not found:
             return None
-        rvec, tvec = cv2.solvePnPRefineLM(obj, img, cam, None, rvec, tvec)
     except cv2.error:
         return None
-    rvec, tvec = rvec.reshape(3), tvec.reshape(3)
+    rvec, tvec = refine_pose(np.ascontiguousarray(obj.reshape(-1, 3)),
+                             np.ascontiguousarray(img.reshape(-1, 2)), cam,
+                             rvec.reshape(3).astype(np.float64), tvec.reshape(3).astype(np.float64))
     if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or tvec[2] <= 0:
         return None
     reproj = project(FACE_MODEL_68[idx], rvec, tvec, width, height, camera)
