@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from websockets.asyncio.client import ClientConnection
 
 from tracker.outputs.headpose import FACE_MODEL_68, project, rotation_from_angles
 from tracker.serve.protocol import SourceMeta
@@ -18,6 +20,20 @@ from tracker.serve.server import StreamOptions, StreamServer
 from tracker.types import Box, Frame, Landmarks, TrackedFrame
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "protocol.schema.json"
+WATCHDOG_S = 30.0  # a hang, not slowness, is what this catches
+
+
+def run(coro: Any) -> Any:
+    """Run a websocket test coroutine, failing after :data:`WATCHDOG_S` instead of hanging."""
+    return asyncio.run(asyncio.wait_for(coro, WATCHDOG_S))
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    """The next text message (binary preview frames skipped), parsed."""
+    while True:
+        msg = await ws.recv()
+        if isinstance(msg, str):
+            return json.loads(msg)
 
 
 def face_points(width: int, height: int, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0,

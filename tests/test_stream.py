@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from streaming import face_points, server, tracked_frame, validator, wait_until
+from streaming import WATCHDOG_S, face_points, recv_json, run, server, tracked_frame, validator, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -38,19 +38,6 @@ from tracker.serve.server import (
     StreamSink,
 )
 from tracker.types import Box
-
-WATCHDOG_S = 30.0
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, WATCHDOG_S))
-
-
-async def recv_json(ws: ClientConnection) -> dict[str, Any]:
-    while True:
-        msg = await ws.recv()
-        if isinstance(msg, str):
-            return json.loads(msg)
 
 
 async def collect(ws: ClientConnection) -> list[Any]:

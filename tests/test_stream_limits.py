@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import pytest
-from streaming import server, tracked_frame, wait_until
+from streaming import WATCHDOG_S, recv_json, run, server, tracked_frame, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -22,19 +22,7 @@ from tracker.serve.server import (
     StreamSink,
 )
 
-WATCHDOG_S = 30.0
 LOGGER = "tracker.serve.server"
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, WATCHDOG_S))
-
-
-async def recv_json(ws: ClientConnection) -> dict[str, Any]:
-    while True:
-        msg = await ws.recv()
-        if isinstance(msg, str):
-            return json.loads(msg)
 
 
 async def first_or_close(url: str, **kwargs: Any) -> tuple[str | None, int | None, str]:

@@ -39,6 +39,16 @@ class OneEuroParams:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
 
+def time_step(last: float | None, t: float, fallback_fps: float) -> tuple[float, float]:
+    """``(dt, clock)`` for an observation at ``t`` after one at ``last``: ``1 / fallback_fps``
+    when ``t`` does not move forward (repeated, backwards or non-finite times), and the clock
+    advanced by that step when ``t`` is not finite."""
+    dt = t - last if last is not None else 0.0
+    if not (math.isfinite(dt) and dt > 0):
+        dt = 1.0 / fallback_fps
+    return dt, t if math.isfinite(t) else (last or 0.0) + dt
+
+
 @nb.njit(cache=True, nogil=True)
 def lowpass_alpha(cutoff: float, dt: float) -> float:
     """Smoothing factor of a first-order low-pass filter at ``cutoff`` Hz for a step ``dt``."""
@@ -117,10 +127,7 @@ class OneEuroFilter:
             self._t = t
             return np.asarray(points, dtype=np.float32).copy()
         p = self.params
-        dt = t - self._t if self._t is not None else 0.0
-        if not (math.isfinite(dt) and dt > 0):
-            dt = 1.0 / p.fallback_fps
-        self._t = t if math.isfinite(t) else (self._t or 0.0) + dt
+        dt, self._t = time_step(self._t, t, p.fallback_fps)
         out = np.empty_like(x)
         if scale is None:  # face_scale(x), inside the kernel
             _step_face(x, dt, self._x, self._dx, p.min_cutoff, p.beta, p.d_cutoff, out)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from tracker.temporal.one_euro import OneEuroParams, lowpass_alpha
+from tracker.temporal.one_euro import OneEuroParams, lowpass_alpha, time_step
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +180,7 @@ class RigidOneEuroFilter:
             self._start(x, t)
             return np.asarray(points, dtype=np.float32).copy()
         p = self.params
-        dt = t - self._t if self._t is not None else 0.0
-        if not (math.isfinite(dt) and dt > 0):
-            dt = 1.0 / p.fallback_fps
-        self._t = t if math.isfinite(t) else (self._t or 0.0) + dt
+        dt, self._t = time_step(self._t, t, p.fallback_fps)
         assert self._du is not None
         out = np.empty_like(x)
         rigid_step(x, self._weights(len(x)), dt, self._pose, self._dpose, self._u, self._du,

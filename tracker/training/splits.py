@@ -99,26 +99,31 @@ class TrainData:
     dropped: dict[str, int]  # folder -> InfAnFace test_ files left out
     weights: dict[str, float] | None = None  # folder -> sampling weight (``DIR@W``; default 1)
 
-    def epoch_size(self) -> int:
-        """Images drawn per epoch (:meth:`epoch_order`'s length)."""
+    def draws(self) -> dict[str, tuple[int, int]]:
+        """Folder -> (times all its training images are drawn per epoch, extra random ones)."""
         weights = self.weights or {}
         n = self.counts()
-        return sum(int(w) * n[f][0] + round((w - int(w)) * n[f][0])
-                   for f, w in ((f, weights.get(f, 1.0)) for f in dict.fromkeys(self.train_groups)))
+        out = {}
+        for folder in dict.fromkeys(self.train_groups):
+            w = weights.get(folder, 1.0)
+            out[folder] = (int(w), round((w - int(w)) * n[folder][0]))
+        return out
+
+    def epoch_size(self) -> int:
+        """Images drawn per epoch (:meth:`epoch_order`'s length)."""
+        n = self.counts()
+        return sum(whole * n[f][0] + extra for f, (whole, extra) in self.draws().items())
 
     def epoch_order(self, rng: np.random.Generator) -> np.ndarray:
         """Indices into ``train`` for one epoch, shuffled: each folder's images ``W`` times
         (the fraction of a non-integer ``W`` as a random subset)."""
-        weights = self.weights or {}
         groups = np.array(self.train_groups, dtype=object)
         parts = []
-        for folder in dict.fromkeys(self.train_groups):
+        for folder, (whole, extra) in self.draws().items():
             idx = np.flatnonzero(groups == folder)
-            w = weights.get(folder, 1.0)
-            whole, frac = int(w), w - int(w)
             parts += [idx] * whole
-            if frac > 0:
-                parts.append(rng.choice(idx, size=round(frac * len(idx)), replace=False))
+            if extra > 0:
+                parts.append(rng.choice(idx, size=extra, replace=False))
         order = np.concatenate(parts) if parts else np.arange(0)
         return order[rng.permutation(len(order))]
 
