@@ -107,6 +107,22 @@ def test_openvino_precision_follows_the_cpu(model: torch.nn.Module) -> None:
     assert create_engine(model, SMALL.size, 1, "openvino-fp32").precision == "fp32"
 
 
+@pytest.mark.parametrize("n", [1, 3, 9])
+def test_openvino_bf16_output_decodes_as_its_float32_logits(model: torch.nn.Module, n: int) -> None:
+    """bf16 logits leave OpenVINO as bf16; predict() decodes them as decode() does infer()'s."""
+    if not bf16_supported():
+        pytest.skip("this CPU has no native bfloat16")
+    eng = create_engine(model, SMALL.size, 1, "openvino")
+    x = _inputs(n)
+    logits = eng.infer(x)
+    assert logits.dtype == np.float32
+    assert eng._run(x).dtype.itemsize == 2  # the raw output really is 16-bit
+    want_pts, want_conf = heatmap.decode(logits)
+    pts, conf = eng.predict(x)
+    assert np.array_equal(pts.view(np.uint32), want_pts.view(np.uint32))
+    assert np.array_equal(conf.view(np.uint32), want_conf.view(np.uint32))
+
+
 def test_openvino_compiles_each_batch_size_once(model: torch.nn.Module) -> None:
     eng = create_engine(model, SMALL.size, 1, "openvino-fp32")
     for n in (2, 1, 2, 3):

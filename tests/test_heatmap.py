@@ -301,3 +301,42 @@ def test_warmup_runs():
     heatmap.warmup()
     pts, _ = heatmap.decode(log_gaussian(5, 5, 2.2, 1.9, 1.0)[None, None])
     np.testing.assert_allclose(pts[0, 0], [2.2, 1.9], atol=0.05)
+
+
+def _bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 values cut to bfloat16 bit patterns (uint16): values bf16 holds exactly."""
+    return (np.ascontiguousarray(x, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def test_bf16_decode_matches_the_float32_decode_to_the_bit() -> None:
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((3, 68, 20, 24)) * 4).astype(np.float32)
+    x[0, 0] = -5.0
+    x[0, 0, 3, 4] = -1.0  # every value negative: the int16-key argmax cannot be used
+    x[0, 1] = 0.0  # a flat map at +0
+    x[0, 2, 5, 5] = np.nan
+    x[0, 3, 1, 1] = np.inf
+    x[0, 4] = -np.inf
+    x[0, 4, 2, 2] = 3.0
+    x[0, 5, 0, 0] = 30.0  # a peak in the corner: the window is clipped
+    x[0, 6] = -0.0
+    x[0, 6, 4, 4] = 0.0  # -0 and +0 tie: the first one wins
+    x[0, 7, 9, 9] = x[0, 7, 9, 10] = 25.0  # a tie: the first maximum wins
+    x[1, 0, 19, 23] = 40.0  # the last pixel
+    bits = _bf16_bits(x)
+    values = heatmap.bf16_to_float32(bits).reshape(x.shape)
+    want_pts, want_conf = heatmap.decode(values)
+    for given in (bits, bits.view(np.float16)):  # OpenVINO hands bf16 out as float16 bits
+        pts, conf = heatmap.decode_bf16(given)
+        assert np.array_equal(pts.view(np.uint32), want_pts.view(np.uint32))
+        assert np.array_equal(conf.view(np.uint32), want_conf.view(np.uint32))
+    assert np.isnan(pts[0, 2]).all() and conf[0, 2] == 0.0
+    assert np.isnan(pts[0, 3]).all() and conf[0, 3] == 0.0
+    assert np.isfinite(pts[0, [0, 1, 4, 5, 6, 7]]).all()
+
+
+def test_bf16_decode_rejects_other_shapes_and_types() -> None:
+    with pytest.raises(ValueError, match="16-bit logits"):
+        heatmap.decode_bf16(np.zeros((1, 68, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="16-bit logits"):
+        heatmap.decode_bf16(np.zeros((68, 8, 8), np.uint16))

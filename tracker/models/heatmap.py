@@ -26,7 +26,9 @@ import numpy as np
 __all__ = [
     "DECODE_RADIUS",
     "PARALLEL_MIN_MAPS",
+    "bf16_to_float32",
     "decode",
+    "decode_bf16",
     "decode_parabola",
     "points_to_maps",
     "soft_argmax",
@@ -50,6 +52,24 @@ _LOG2E = np.float32(1.4426950408889634)
 _FAST = {"reassoc", "contract"}  # lets LLVM vectorise reductions; keeps NaN/inf semantics
 
 
+@nb.njit(cache=True, nogil=True, fastmath=_FAST, inline="always")
+def _exp_f32(d: np.float32) -> np.float32:
+    """float32 ``exp(d)`` for ``d <= 0`` by a degree-6 polynomial (clamped at 2**-126)."""
+    t = d * _LOG2E
+    t = t if not (t < np.float32(-126.0)) else np.float32(-126.0)
+    n = np.floor(t + np.float32(0.5))
+    f = t - n
+    p = np.float32(1.5353362e-4)
+    p = p * f + np.float32(1.3398874e-3)
+    p = p * f + np.float32(9.6180741e-3)
+    p = p * f + np.float32(5.5503406e-2)
+    p = p * f + np.float32(2.4022652e-1)
+    p = p * f + np.float32(6.9314718e-1)
+    p = p * f + np.float32(1.0)
+    scale = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
+    return scale * p
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
 def _row_sum_exp(a: np.ndarray, m: np.float32) -> float:
     """``sum(exp(a - m))`` with a polynomial float32 exp (x <= 0 clamped at 2**-126).
@@ -58,19 +78,17 @@ def _row_sum_exp(a: np.ndarray, m: np.float32) -> float:
     """
     total = np.float32(0.0)
     for i in range(a.size):
-        t = (a[i] - m) * _LOG2E
-        t = t if not (t < np.float32(-126.0)) else np.float32(-126.0)
-        n = np.floor(t + np.float32(0.5))
-        f = t - n
-        p = np.float32(1.5353362e-4)
-        p = p * f + np.float32(1.3398874e-3)
-        p = p * f + np.float32(9.6180741e-3)
-        p = p * f + np.float32(5.5503406e-2)
-        p = p * f + np.float32(2.4022652e-1)
-        p = p * f + np.float32(6.9314718e-1)
-        p = p * f + np.float32(1.0)
-        scale = np.int32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
-        total += scale * p
+        total += _exp_f32(a[i] - m)
+    return float(total)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FAST)
+def _row_sum_exp_bf16(a: np.ndarray, m: np.float32) -> float:
+    """:func:`_row_sum_exp` of a map of bfloat16 bit patterns (uint16): the same sum."""
+    total = np.float32(0.0)
+    for i in range(a.size):
+        v = np.uint32(np.uint32(a[i]) << np.uint32(16)).view(np.float32)
+        total += _exp_f32(v - m)
     return float(total)
 
 
@@ -82,6 +100,29 @@ def _parabola(lo: float, mid: float, hi: float) -> float:
         return 0.0
     d = 0.5 * (lo - hi) / den
     return min(0.5, max(-0.5, d))
+
+
+@nb.njit(cache=True, nogil=True)
+def _soft_window(a: np.ndarray, stride: int, ox: int, oy: int, px: int, py: int, h: int, w: int,
+                 radius: int, m: float, pt: np.ndarray) -> float:
+    """Soft-argmax over the radius window (clipped to the ``h`` x ``w`` map) at the argmax
+    ``(px, py)`` into ``pt``; returns the 3x3 mass. Map pixel ``(x, y)`` is
+    ``a[(y - oy) * stride + (x - ox)]`` (the whole map, or a copy of the window)."""
+    window = 0.0
+    sw = 0.0
+    sx = 0.0
+    sy = 0.0
+    for y in range(max(py - radius, 0), min(py + radius + 1, h)):
+        for x in range(max(px - radius, 0), min(px + radius + 1, w)):
+            e = math.exp(float(a[(y - oy) * stride + (x - ox)]) - m)
+            sw += e
+            sx += e * (x - px)
+            sy += e * (y - py)
+            if abs(x - px) <= 1 and abs(y - py) <= 1:
+                window += e
+    pt[0] = px + sx / sw
+    pt[1] = py + sy / sw
+    return window
 
 
 @nb.njit(cache=True, nogil=True)
@@ -113,20 +154,8 @@ def _decode_one(a: np.ndarray, idx: int, h: int, w: int, radius: int, pt: np.nda
             dy = _parabola(float(a[idx - w]), m, float(a[idx + w]))
         pt[0] = px + dx
         pt[1] = py + dy
-    else:  # one pass over the window; the 3x3 mass is summed in the same order as above
-        sw = 0.0
-        sx = 0.0
-        sy = 0.0
-        for y in range(max(py - radius, 0), min(py + radius + 1, h)):
-            for x in range(max(px - radius, 0), min(px + radius + 1, w)):
-                e = math.exp(float(a[y * w + x]) - m)
-                sw += e
-                sx += e * (x - px)
-                sy += e * (y - py)
-                if abs(x - px) <= 1 and abs(y - py) <= 1:
-                    window += e
-        pt[0] = px + sx / sw
-        pt[1] = py + sy / sw
+    else:
+        window = _soft_window(a, w, 0, 0, px, py, h, w, radius, m, pt)
     return min(1.0, window / total)
 
 
@@ -142,6 +171,72 @@ def _decode_parallel(flat: np.ndarray, idx: np.ndarray, h: int, w: int, radius: 
                      pts: np.ndarray, conf: np.ndarray) -> None:
     for r in nb.prange(flat.shape[0]):
         conf[r] = _decode_one(flat[r], idx[r], h, w, radius, pts[r])
+
+
+@nb.njit(cache=True, nogil=True)
+def _bf16(a: np.ndarray, i: int) -> float:
+    return float(np.uint32(np.uint32(a[i]) << np.uint32(16)).view(np.float32))
+
+
+@nb.njit(cache=True, nogil=True)
+def _decode_bf16(flat: np.ndarray, keys: np.ndarray, h: int, w: int, radius: int,
+                 pts: np.ndarray, conf: np.ndarray) -> None:
+    """:func:`_decode_serial` of maps of bfloat16 bit patterns (uint16). ``keys`` holds each
+    map's argmax of the bits read as int16, which is the float argmax (the first maximum)
+    when that maximum is above +0; other maps are scanned as floats here."""
+    win = np.empty((2 * radius + 1) * (2 * radius + 1), np.float32)
+    for r in range(flat.shape[0]):
+        a = flat[r]
+        pt = pts[r]
+        idx = keys[r]
+        if np.int16(a[idx]) <= 0:  # maximum <= +0 (or every value negative): compare floats
+            best = _bf16(a, 0)
+            idx = 0
+            for i in range(1, a.size):
+                v = _bf16(a, i)
+                if v > best or (math.isnan(v) and not math.isnan(best)):
+                    best, idx = v, i
+                if math.isnan(best):
+                    break
+        m = _bf16(a, idx)
+        total = _row_sum_exp_bf16(a, np.float32(m)) if math.isfinite(m) else math.nan
+        if not math.isfinite(total):
+            pt[0] = np.nan
+            pt[1] = np.nan
+            conf[r] = 0.0
+            continue
+        py = idx // w
+        px = idx - py * w
+        x0, y0 = max(px - radius, 0), max(py - radius, 0)
+        x1, y1 = min(px + radius + 1, w), min(py + radius + 1, h)
+        stride = x1 - x0
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                win[(y - y0) * stride + (x - x0)] = _bf16(a, y * w + x)
+        window = _soft_window(win, stride, x0, y0, px, py, h, w, radius, m, pt)
+        conf[r] = min(1.0, window / total)
+
+
+def decode_bf16(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode` of logits given as bfloat16 bit patterns ``(N, K, H, W)`` (uint16 or
+    float16 holding them, as OpenVINO hands out a bf16 output): the same points and
+    confidences, to the bit, as :func:`decode` of the same values as float32."""
+    raw = np.asarray(bits)
+    if raw.ndim != 4 or raw.shape[2] < 1 or raw.shape[3] < 1 or raw.itemsize != 2:
+        raise ValueError(f"expected 16-bit logits of shape (N, K, H, W), got {raw.shape} {raw.dtype}")
+    n, k, h, w = raw.shape
+    flat = np.ascontiguousarray(raw).view(np.uint16).reshape(n * k, h * w)
+    pts = np.empty((n * k, 2), np.float32)
+    conf = np.empty(n * k, np.float32)
+    if n * k:
+        _decode_bf16(flat, flat.view(np.int16).argmax(axis=1), h, w, DECODE_RADIUS, pts, conf)
+    return pts.reshape(n, k, 2), conf.reshape(n, k)
+
+
+def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16, or float16 holding them) as float32 values (exact)."""
+    raw = np.ascontiguousarray(bits).view(np.uint16)
+    return (raw.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
 def _run(logits: np.ndarray, radius: int,
@@ -282,3 +377,4 @@ def warmup() -> None:
     for kernel in (_decode_serial, _decode_parallel):
         for radius in (0, DECODE_RADIUS):
             kernel(x.reshape(1, 9), idx, 3, 3, radius, pts, conf)
+    _decode_bf16(np.zeros((1, 9), np.uint16), idx, 3, 3, DECODE_RADIUS, pts, conf)
