@@ -270,3 +270,16 @@ def test_blend_scales_the_correction(blend: float) -> None:
     den = TemporalDenoiser(tc, [np.zeros((tc.n_inputs, 4)), np.zeros(4), np.zeros((4, 136)), bias])
     args = batch(2)
     np.testing.assert_allclose(den(*args), args[0] + 0.02 * blend, atol=1e-6)
+
+
+@pytest.mark.parametrize(("move", "gate", "applied"),
+                         [(0.02, 0.05, True), (0.08, 0.05, False), (0.08, 0.0, True)])
+def test_a_correction_beyond_the_gate_keeps_the_rcn_points(move: float, gate: float,
+                                                          applied: bool) -> None:
+    """Every point moved ``move`` crop sides along x: applied unless the gate refuses it."""
+    tc = TemporalConfig(hidden=4, layers=1, max_correction=gate)
+    bias = np.tile(np.array([move, 0.0], np.float32), 68)
+    den = TemporalDenoiser(tc, [np.zeros((tc.n_inputs, 4)), np.zeros(4), np.zeros((4, 136)), bias])
+    pts = (GRID * 80 + [100, 90]).astype(np.float32)
+    out = den.refine(pts, np.ones(68, np.float32), [pts], (100.0, 90.0), 100.0, 0.0)
+    np.testing.assert_allclose(out, pts + [100.0 * move, 0.0] if applied else pts, atol=1e-3)

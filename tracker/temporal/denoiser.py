@@ -39,6 +39,11 @@ class TemporalConfig:
     # the full correction over-trusts the model's own history (benchmarks/video_eval.py, val
     # stills: NME 5.39 % at 1.0, 5.07 % at 0.5, RCN alone 5.28 %); 0.5 keeps a margin.
     blend: float = 1.0
+    # run-time gate: when the correction moves a face's points by more than this on average
+    # (unit = crop side), the model's own history is taken to be wrong and this frame keeps the
+    # RCN's points; 0 = no gate. On 16 clips of the training selection slice the mean move is
+    # 0.0017 (p99.9 0.017, max 0.038; benchmarks/video_eval.py --faces train-select).
+    max_correction: float = 0.05
 
     @property
     def n_inputs(self) -> int:
@@ -109,11 +114,19 @@ class TemporalDenoiser:
         np.subtract(prev1, cur, out=f[0, 3 * k:5 * k].reshape(k, 2))
         np.subtract(prev1, prev2, out=f[0, 5 * k:7 * k].reshape(k, 2))
         f[0, 7 * k] = 1.0 if len(sets) > 1 else 0.0
-        return transform_points(invert_affine(to_crop), self._correct(cur, f))
+        fixed = self._correct(cur, f)
+        if fixed is None:
+            return np.asarray(points, np.float32)
+        return transform_points(invert_affine(to_crop), fixed)
 
-    def _correct(self, cur: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """``cur`` (K, 2) plus the model's correction for the feature row ``h``."""
-        return (cur.reshape(1, -1) + self._delta(h)).reshape(cur.shape).astype(np.float32)
+    def _correct(self, cur: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+        """``cur`` (K, 2) plus the model's correction for the feature row ``h``; None when the
+        correction is larger than the gate (``config.max_correction``)."""
+        delta = self._delta(h)
+        gate = self.config.max_correction
+        if gate > 0.0 and _mean_move(delta) > gate:
+            return None
+        return (cur.reshape(1, -1) + delta).reshape(cur.shape).astype(np.float32)
 
     def _delta(self, h: np.ndarray) -> np.ndarray:
         """The MLP on feature rows ``h`` (N, F): the blended correction (N, 2K); ``h`` is
@@ -127,6 +140,12 @@ class TemporalDenoiser:
         if self.config.blend != 1.0:
             delta *= self.config.blend
         return delta
+
+
+def _mean_move(delta: np.ndarray) -> float:
+    """Mean length of the per-point moves in one face's correction row ``(1, 2K)``."""
+    d = delta.reshape(-1, 2)
+    return float(np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]).mean())
 
 
 def save_temporal(path: str | Path, config: TemporalConfig, weights: list[np.ndarray],
