@@ -45,6 +45,8 @@ VARIANTS: dict[str, NetConfig] = {
     "rcn_lite_fine": NetConfig("rcn", 64, 1, (24, 32, 48, 96, 128), 2, 3),
     # lite at the paper's 80x80 input (~1.5x the CPU time of rcn_lite)
     "rcn_lite80": NetConfig("rcn", 80, 1, (16, 32, 48, 64, 64), 2, 3),
+    # rcn_lite80 with wider coarse levels (4x params, ~1.17x its CPU time)
+    "rcn_lite80_wide": NetConfig("rcn", 80, 1, (16, 32, 64, 128, 192), 2, 3),
 }
 
 
