@@ -158,3 +158,40 @@ def test_folder_weights_resample_each_epoch(folders: tuple[Path, Path]) -> None:
     # weight 1 everywhere: the same order the unweighted trainer drew (a plain permutation)
     same = plain.epoch_order(np.random.default_rng(5))
     assert np.array_equal(same, np.random.default_rng(5).permutation(len(plain.train)))
+
+
+def test_flip_folders_flip_only_their_images() -> None:
+    """``batches`` with a per-sample flip mask: masked samples flip about half the time, the
+    others never, whatever the augmentation's own ``flip``."""
+    import numpy as np
+
+    from tracker.io.pts import Sample
+    from tracker.training.data import Augment, batches
+
+    rng = np.random.default_rng(0)
+    pts = np.stack([np.linspace(20, 70, 68), np.linspace(25, 75, 68) ** 1.02], 1).astype(np.float32)
+    image = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    samples = [Sample(f"s{i}", image, pts) for i in range(2)]
+    aug = Augment(scale=0, rotate_deg=0, shift=0, box_jitter=0, flip=False, photometric=False,
+                  occlude_p=0)
+    plain = next(batches(samples, 32, 2, rng, None, shuffle=False))[1][0]
+    flipped = {0: 0, 1: 0}
+    for _ in range(40):
+        _, out = next(batches(samples, 32, 2, rng, aug, shuffle=False, flip=np.array([False, True])))
+        for i in (0, 1):
+            flipped[i] += int(not np.allclose(out[i], plain, atol=1e-3))
+    assert flipped[0] == 0 and 8 <= flipped[1] <= 32
+
+
+def test_select_on_picks_best_by_one_folder_and_folders_are_checked(
+        folders: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = folders
+    with pytest.raises(ValueError, match="not one of the training folders"):
+        TrainConfig(train=(str(a),), flip_folders=(str(b),))
+    with pytest.raises(ValueError, match="not one of the training folders"):
+        TrainConfig(train=(str(a),), select_on=str(b))
+    cfg = TrainConfig(train=(f"{a}@2", str(b)), select_frac=0.3, out=str(tmp_path), epochs=2,
+                      batch=8, threads=1, select_on=str(b), flip_folders=(str(a),), flip=False)
+    trainer = Trainer(cfg)
+    best = trainer.run()
+    assert best == pytest.approx(trainer.best_by_folder[str(b)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -107,15 +107,21 @@ def occlude(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def batches(
     samples: list[Sample], size: int, batch_size: int, rng: np.random.Generator,
     aug: Augment | None, shuffle: bool = True, order: np.ndarray | None = None,
+    flip: np.ndarray | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (crops uint8 (B,S,S,3), points float32 (B,68,2)) batches, in ``order`` (indices
-    into ``samples``) when given, else shuffled or in turn."""
+    into ``samples``) when given, else shuffled or in turn; ``flip`` (one bool per sample),
+    when given with ``aug``, says which samples are flipped (p 0.5), whatever ``aug.flip``."""
+    augs = None
+    if flip is not None and aug is not None:
+        augs = (replace(aug, flip=False), replace(aug, flip=True))
     if order is None:
         order = rng.permutation(len(samples)) if shuffle else np.arange(len(samples))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         crops, pts = zip(
-            *(face_crop(samples[i].image, samples[i].points, size, rng, aug) for i in idx),
+            *(face_crop(samples[i].image, samples[i].points, size, rng,
+                        aug if augs is None else augs[int(flip[i])]) for i in idx),
             strict=True,
         )
         yield np.stack(crops), np.stack(pts).astype(np.float32)

@@ -30,7 +30,7 @@ from tracker.models.checkpoint import count_params, load_checkpoint, save_checkp
 from tracker.models.networks import DKM, VARIANTS, DKMConfig, Fused, build_model, keypoint_maps, to_map_coords
 from tracker.models.preprocess import Preprocess
 from tracker.training.data import Augment, batches
-from tracker.training.splits import load_train_data
+from tracker.training.splits import folder_weight, load_train_data
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class TrainConfig:
     occlude_p: float = 0.3
     flip: bool = True  # horizontal flip augmentation (with the left/right point swap)
     flip_shift: float = 0.0  # labels' x offset (fraction of the crop side) kept by flips (data.Augment)
+    # training folders (as given to ``train``, without ``@W``) whose images are flipped even
+    # with ``--no-flip`` (labels that are mirror-symmetric, as 300-W's, beside faces68's)
+    flip_folders: tuple[str, ...] = ()
+    # a training folder whose selection NME alone picks ``best.pt`` ("" = all selection images)
+    select_on: str = ""
     teacher: str = ""  # checkpoint whose softmax maps are a second target (distillation)
     kd_weight: float = 0.5  # with ``teacher``: weight of its maps in the loss (1 - it: the labels)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
@@ -74,6 +79,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         folders = (self.train,) if isinstance(self.train, str | Path) else self.train
         object.__setattr__(self, "train", tuple(str(f) for f in folders))
+        object.__setattr__(self, "flip_folders", tuple(str(f) for f in self.flip_folders))
+        names = {str(folder_weight(f)[0]) for f in self.train}
+        for f in (*self.flip_folders, *([self.select_on] if self.select_on else [])):
+            if f not in names:
+                raise ValueError(f"{f} is not one of the training folders ({', '.join(sorted(names))})")
 
 
 def heatmap_loss(logits: torch.Tensor, points: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -248,8 +258,11 @@ class Trainer:
                       flip_shift=cfg.flip_shift)
         if cfg.dkm:
             aug = replace(aug, photometric=False, occlude_p=0.0)
+        flips = None
+        if cfg.flip_folders and not aug.flip:
+            flips = np.isin(np.array(self.data.train_groups, dtype=object), cfg.flip_folders)
         stream = batches(self.train_set, self.net.size, cfg.batch, self.rng, aug,
-                         order=self.data.epoch_order(self.rng))
+                         order=self.data.epoch_order(self.rng), flip=flips)
         if self.device.type == "cuda":
             stream = prefetch(stream)
         for crops, pts in stream:
@@ -326,8 +339,9 @@ class Trainer:
             train_loss = self.train_epoch()
             val_loss, val_nme, by_folder = self.validate()
             self.epoch += 1
-            if val_nme < self.best:
-                self.best, self.best_by_folder = val_nme, by_folder
+            score = by_folder[cfg.select_on] if cfg.select_on else val_nme
+            if score < self.best:
+                self.best, self.best_by_folder = score, by_folder
                 self.save("best.pt", val_nme)
             epoch_times.append(time.perf_counter() - t0)
             self.fit_budget(time.perf_counter() - started, epoch_times)
