@@ -75,7 +75,8 @@ class OpenVinoEngine(HostDecode):
     name = "openvino"
 
     def __init__(self, onnx: bytes, threads: int | None = None, precision: str = "auto", *,
-                 properties: dict[str, object] | None = None, cache: bool = True) -> None:
+                 properties: dict[str, object] | None = None, cache: bool = True,
+                 bf16_output: bool = True) -> None:
         if precision not in PRECISIONS:
             raise EngineError(f"unknown OpenVINO precision {precision!r}; choose one of "
                               f"{', '.join(PRECISIONS)}")
@@ -84,6 +85,7 @@ class OpenVinoEngine(HostDecode):
         except ImportError as exc:
             raise EngineError("openvino is not installed: pip install openvino") from exc
         self._ov = ov
+        self._bf16_output = bf16_output  # False: float32 logits out of the graph (comparisons)
         self._core = ov.Core()
         if cache:
             self._cache_compiled(self._core)
@@ -119,7 +121,7 @@ class OpenVinoEngine(HostDecode):
             dims = model.inputs[0].partial_shape
             shape = [n, *(dims[i].get_length() for i in range(1, len(dims)))]
             model.reshape({model.inputs[0].any_name: shape})
-            if self.precision == "bf16":
+            if self.precision == "bf16" and self._bf16_output:
                 from openvino.preprocess import PrePostProcessor
 
                 ppp = PrePostProcessor(model)
