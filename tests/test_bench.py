@@ -80,3 +80,30 @@ def test_bench_bad_input_is_one_line_error(
     assert main(argv) == code
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["openvino", "onnxruntime"])
+def test_breakdown_times_every_step_of_the_real_stage(engine: str) -> None:
+    """The shipped models on the real clip: every step the frame runs is timed (the bf16
+    decode of OpenVINO's 16-bit logits as well as the float32 one)."""
+    video = DATA / "videos" / "short_hamilton_clip.mp4"
+    if not video.exists():
+        pytest.skip("shared data not present")
+    from tracker.cli.bench import tracking_profile
+    from tracker.config.schema import load_config
+    from tracker.landmarker import load_landmarker
+
+    cfg = load_config(None).with_overrides({"run.source": str(video), "run.max_frames": 130,
+                                            "track.max_faces": 1, "track.rescan_every": 0})
+    report = tracking_profile(cfg, load_landmarker(None, engine))
+    steps = report["steps_us_p50"]
+    assert report["frames"] > 0
+    for step in ("cut_check", "crop_warp", "preprocess", "engine", "decode", "to_frame",
+                 "temporal", "smoothing"):
+        assert steps[step] > 0, step
+    assert steps["decode"] < steps["engine"]
+    assert sum(steps.values()) == pytest.approx(report["total_us_p50"], rel=0.3)

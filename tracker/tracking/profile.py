@@ -104,6 +104,7 @@ def _instrument(stage: Any, clock: _Clock) -> Callable[[], None]:
         patch_module(lm_mod, "box_affine", clock.wrap("crop_warp", lm_mod.box_affine))
         patch_module(lm_mod, "cv2", _Cv2(lm_mod.cv2, clock))
         patch_module(heatmap, "decode", clock.wrap("decode", heatmap.decode))
+        patch_module(heatmap, "decode_bf16", clock.wrap("decode", heatmap.decode_bf16))
         backend = getattr(lm.engine, "engine", lm.engine)  # a planned engine's backend
         patch(backend, "_run" if hasattr(backend, "_run") else "infer", "engine")
     return lambda: [u() for u in reversed(undo)]
