@@ -124,7 +124,9 @@ def test_train_cli_refuses_val_folders_in_one_line(folders: tuple[Path, Path], t
     cases = [["--data", str(val)], ["--data", str(a), "--data", str(val)],
              ["--data", str(a), "--val", str(val)],
              ["--data", str(a), "--val", str(a), "--select-frac", "0.2"],
-             ["--data", str(a), "--select-frac", "1.5"]]
+             ["--data", str(a), "--select-frac", "1.5"],
+             ["--data", str(a), "--flip-folder", str(val)],
+             ["--data", str(a), "--select-on", str(val)]]
     for extra in cases:
         assert main([*base, *extra]) == ExitCode.USAGE, extra
         err = capsys.readouterr().err.strip()

@@ -51,6 +51,13 @@ def train_command(
     flip: Annotated[bool, typer.Option(help="Horizontal flip augmentation (left/right swap).")] = True,
     flip_shift: Annotated[float, typer.Option(
         help="Labels' x offset (fraction of the crop side) that flipped labels keep.")] = 0.0,
+    flip_folders: Annotated[list[str] | None, typer.Option(
+        "--flip-folder",
+        help="A training folder (as given to --data, without @W) whose images are flipped "
+             "even with --no-flip (mirror-symmetric labels, e.g. 300-W); repeat for several.")
+    ] = None,
+    select_on: Annotated[str, typer.Option(
+        help="A training folder whose selection NME alone picks best.pt (default: all).")] = "",
     teacher: Annotated[str, typer.Option(
         help="Distil from this checkpoint (same input size): its softmax maps are a target.")] = "",
     kd_weight: Annotated[float, typer.Option(help="With --teacher: weight of its maps.")] = 0.5,
@@ -79,17 +86,18 @@ def train_command(
         from tracker.training.train import TrainConfig, Trainer
 
         frac = 0.1 if select_frac is None else select_frac
-        cfg = TrainConfig(model=model, train=tuple(folders), val=val, select_frac=frac, out=out,
-                          epochs=epochs, batch=batch,
-                          lr=lr, weight_decay=weight_decay, sigma=sigma, seed=seed, threads=threads,
-                          channels=channels, lcn=lcn, dkm=dkm, dkm_width=dkm_width,
-                          rcn_weights=rcn_weights, init=init, limit=limit, resume=resume, ema=ema,
-                          rotate_sigma=rotate_sigma, occlude_p=occlude_p, flip=flip,
-                          flip_shift=flip_shift, teacher=teacher, kd_weight=kd_weight,
-                          device=device, minutes=minutes)
         try:
+            cfg = TrainConfig(
+                model=model, train=tuple(folders), val=val, select_frac=frac, out=out,
+                epochs=epochs, batch=batch, lr=lr, weight_decay=weight_decay, sigma=sigma,
+                seed=seed, threads=threads, channels=channels, lcn=lcn, dkm=dkm,
+                dkm_width=dkm_width, rcn_weights=rcn_weights, init=init, limit=limit,
+                resume=resume, ema=ema, rotate_sigma=rotate_sigma, occlude_p=occlude_p,
+                flip=flip, flip_shift=flip_shift, teacher=teacher, kd_weight=kd_weight,
+                device=device, minutes=minutes, flip_folders=tuple(flip_folders or ()),
+                select_on=select_on)
             trainer = Trainer(cfg)
-        except ValueError as exc:  # a bad --device, a mismatched teacher, held-out or no data
+        except ValueError as exc:  # a bad --device or folder, a mismatched teacher, held-out or no data
             raise CliError(str(exc), ExitCode.USAGE) from None
         best = trainer.run()
         typer.echo(f"best selection NME {best * 100:.2f}% -> {out}/best.pt")
