@@ -10,7 +10,6 @@ Run: python benchmarks/bf16_output_bench.py [--rounds 9] [--calls 200]
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -18,15 +17,9 @@ import numpy as np
 
 from tracker.engines.export import model_files
 from tracker.engines.openvino import OpenVinoEngine, bf16_supported
+from tracker.engines.tuning import cpu_signature
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces68" / "val"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def inputs(size: int, n: int) -> np.ndarray:
@@ -63,7 +56,7 @@ def main() -> None:
                 e.predict(x[i % len(x):i % len(x) + 1])
             times[k].append((time.perf_counter() - t0) / a.calls * 1e3)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {cpu_signature()['cpu']}")
     for k, v in times.items():
         print(f"logits out as {k}: predict {med[k]:.3f} ms a face (median of {a.rounds} rounds, "
               f"range {min(v):.3f}-{max(v):.3f})")

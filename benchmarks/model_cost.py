@@ -8,20 +8,16 @@ Run: python benchmarks/model_cost.py [--weights A B ...] [--engine auto] [--roun
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tracker.engines.tuning import cpu_signature
+from tracker.geometry import box_from_points
+from tracker.landmarker import load_landmarker
 
-from benchmarks.bf16_output_bench import cpu_name  # noqa: E402
-from tracker.geometry import box_from_points  # noqa: E402
-from tracker.landmarker import load_landmarker  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "wild68" / "train"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wild68" / "train"
 
 
 def faces(n: int) -> list[tuple[np.ndarray, object]]:
@@ -56,7 +52,7 @@ def main() -> None:
                 lm.predict(image, [box])
             times[w].append((time.perf_counter() - t0) / len(data) * 1e3)
     first = float(np.median(times[a.weights[0]]))
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {cpu_signature()['cpu']}")
     for w, v in times.items():
         med = float(np.median(v))
         print(f"{w}: {med:.3f} ms a face (range {min(v):.3f}-{max(v):.3f}), {med / first:.3f}x")

@@ -82,13 +82,18 @@ def _row_sum_exp(a: np.ndarray, m: np.float32) -> float:
     return float(total)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _bf16(a: np.ndarray, i: int) -> np.float32:
+    """``a[i]``, a bfloat16 bit pattern (uint16), as its float32 value."""
+    return np.uint32(np.uint32(a[i]) << np.uint32(16)).view(np.float32)
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FAST)
 def _row_sum_exp_bf16(a: np.ndarray, m: np.float32) -> float:
     """:func:`_row_sum_exp` of a map of bfloat16 bit patterns (uint16): the same sum."""
     total = np.float32(0.0)
     for i in range(a.size):
-        v = np.uint32(np.uint32(a[i]) << np.uint32(16)).view(np.float32)
-        total += _exp_f32(v - m)
+        total += _exp_f32(_bf16(a, i) - m)
     return float(total)
 
 
@@ -174,11 +179,6 @@ def _decode_parallel(flat: np.ndarray, idx: np.ndarray, h: int, w: int, radius: 
 
 
 @nb.njit(cache=True, nogil=True)
-def _bf16(a: np.ndarray, i: int) -> float:
-    return float(np.uint32(np.uint32(a[i]) << np.uint32(16)).view(np.float32))
-
-
-@nb.njit(cache=True, nogil=True)
 def _decode_bf16(flat: np.ndarray, keys: np.ndarray, h: int, w: int, radius: int,
                  pts: np.ndarray, conf: np.ndarray) -> None:
     """:func:`_decode_serial` of maps of bfloat16 bit patterns (uint16). ``keys`` holds each
@@ -190,15 +190,15 @@ def _decode_bf16(flat: np.ndarray, keys: np.ndarray, h: int, w: int, radius: int
         pt = pts[r]
         idx = keys[r]
         if np.int16(a[idx]) <= 0:  # maximum <= +0 (or every value negative): compare floats
-            best = _bf16(a, 0)
+            best = float(_bf16(a, 0))
             idx = 0
             for i in range(1, a.size):
-                v = _bf16(a, i)
+                v = float(_bf16(a, i))
                 if v > best or (math.isnan(v) and not math.isnan(best)):
                     best, idx = v, i
                 if math.isnan(best):
                     break
-        m = _bf16(a, idx)
+        m = float(_bf16(a, idx))
         total = _row_sum_exp_bf16(a, np.float32(m)) if math.isfinite(m) else math.nan
         if not math.isfinite(total):
             pt[0] = np.nan

@@ -144,8 +144,7 @@ class TemporalDenoiser:
 
 def _mean_move(delta: np.ndarray) -> float:
     """Mean length of the per-point moves in one face's correction row ``(1, 2K)``."""
-    d = delta.reshape(-1, 2)
-    return float(np.sqrt(d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]).mean())
+    return float(np.linalg.norm(delta.reshape(-1, 2), axis=1).mean())
 
 
 def save_temporal(path: str | Path, config: TemporalConfig, weights: list[np.ndarray],
