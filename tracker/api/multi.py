@@ -34,6 +34,7 @@ from tracker.config.schema import Config
 from tracker.config.sources import SourceEntry, is_template, stream_names, stream_path
 from tracker.errors import PipelineError, TrackerError, UsageError
 from tracker.runtime.pipeline import Metrics, Pipeline, Stage, StageError
+from tracker.runtime.threads import Worker
 from tracker.temporal.denoiser import TemporalDenoiser
 from tracker.tracking.batcher import BatchClient, BatchedTrack, BatchStats, SharedLandmarker
 from tracker.tracking.downscale import downscaled
@@ -224,7 +225,7 @@ class _Stream:
         self.report: StreamReport | None = None
         self._stopped: tuple[str, bool] | None = None
         self._lock = threading.Lock()
-        self.thread = threading.Thread(target=self._main, name=f"stream-{name}", daemon=True)
+        self.thread = Worker(self._main, name=f"stream-{name}")
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -376,10 +377,10 @@ def _wait(streams: Sequence[_Stream], on_tick: Callable[[dict[str, Metrics]], No
     interrupts = 0
     while True:
         try:
-            alive = [s for s in streams if s.thread.is_alive()]
+            alive = [s for s in streams if s.thread.running]
             if not alive:
                 break
-            alive[0].thread.join(tick_s)
+            alive[0].thread.wait(tick_s)
             if on_tick is not None:
                 on_tick({s.name: m for s in streams if (m := s.metrics()) is not None})
         except KeyboardInterrupt:
@@ -392,6 +393,6 @@ def _wait(streams: Sequence[_Stream], on_tick: Callable[[dict[str, Metrics]], No
             for s in streams:
                 s.stop("on_tick failed", drain=False)
             for s in streams:
-                s.thread.join(5.0)
+                s.thread.wait(5.0)
             raise
     return interrupts > 0

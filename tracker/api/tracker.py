@@ -24,6 +24,7 @@ from tracker.config.schema import Config, load_config
 from tracker.errors import ConfigError, DamagedInput, SourceError, TrackerError, UsageError
 from tracker.io.source import SourceInfo
 from tracker.runtime.pipeline import Metrics, Stage, StageError
+from tracker.runtime.threads import Worker
 from tracker.tracking.face_tracker import Detector, Landmarker, TrackStage, TrackStats
 from tracker.types import Frame, TrackedFrame
 
@@ -226,7 +227,7 @@ class Tracker:
             finally:
                 _put_end(frames, stop)
 
-        worker = threading.Thread(target=run, name="tracker-track", daemon=True)
+        worker = Worker(run, name="tracker-track")
         worker.start()
         try:
             while True:
@@ -237,7 +238,7 @@ class Tracker:
         finally:
             stop.set()
             pipe.stop("the consumer stopped", drain=False)
-            worker.join()
+            worker.wait()
         if failure:
             exc = failure[0]
             raise assembly.stage_failure(exc) if isinstance(exc, StageError) else exc

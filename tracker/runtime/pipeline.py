@@ -31,6 +31,7 @@ from typing import Any
 from tracker.runtime.channel import END, POLICIES, Channel, ChannelMetrics, Policy, Stopped
 from tracker.runtime.metrics import Metrics, StageMetrics, StageTimer
 from tracker.runtime.stage import FunctionStage, IterableSource, Stage, StageError, StopRequested
+from tracker.runtime.threads import Worker
 
 __all__ = [  # the spine's names, importable from here as before the split
     "END", "POLICIES", "Channel", "ChannelMetrics", "FunctionStage", "IterableSource", "Metrics",
@@ -57,7 +58,7 @@ class _Node:
     input: Channel | None
     outputs: tuple[Channel, ...]
     timer: StageTimer
-    thread: threading.Thread | None = None
+    thread: Worker | None = None
 
 
 class Pipeline:
@@ -207,9 +208,7 @@ class Pipeline:
             if attach is not None:
                 attach(self.stop_event)
         for node in self._nodes:
-            node.thread = threading.Thread(
-                target=self._run_node, args=(node,), name=f"stage-{node.stage.name}", daemon=True
-            )
+            node.thread = Worker(self._run_node, args=(node,), name=f"stage-{node.stage.name}")
             node.thread.start()
         interrupts = 0
         stopped_at: float | None = None
@@ -249,7 +248,7 @@ class Pipeline:
         deadline = time.monotonic() + tick_s
         for node in self._nodes:
             assert node.thread is not None
-            if not node.thread.is_alive():
+            if not node.thread.running:
                 continue
             abandon = (
                 stopped_at is not None
@@ -258,7 +257,6 @@ class Pipeline:
             )
             if abandon:
                 continue
-            node.thread.join(max(0.0, deadline - time.monotonic()))
-            if node.thread.is_alive():
+            if not node.thread.wait(max(0.0, deadline - time.monotonic())):
                 return True
         return False
