@@ -155,3 +155,36 @@ def test_the_record_carries_pose_and_expression_once_described() -> None:
     rec = face_record(DescribeStage().process(frame((face(nan),))).faces[0])
     assert rec["pose"] is None and rec["expression"]["mouth_open"] is None
     json.dumps(rec, allow_nan=False)
+
+
+def _stage_names(**outputs: object) -> set[str]:
+    """The stages of a run graph built with ``outputs`` (stub stages; nothing runs)."""
+    from tracker.api import assembly
+    from tracker.config.schema import Config
+    from fractions import Fraction
+
+    from tracker.io.specs import SourceInfo
+    from tracker.runtime.pipeline import FunctionStage, IterableSource
+
+    overrides = {k: outputs.pop(k) for k in ("run.mirror", "pose.draw") if k in outputs}
+    cfg = Config().with_overrides(overrides) if overrides else Config()
+    info = SourceInfo("clip.mp4", "file", 64, 48, 30.0, Fraction(1, 30), False, None, 1, False)
+    pipe = assembly.build_pipeline(
+        cfg, IterableSource("decode", []), info, FunctionStage("track", lambda x: x),
+        **outputs, **assembly.describe_stages(cfg))
+    return {s.name for s in pipe.stages}
+
+
+def test_expression_and_pose_are_computed_only_when_an_output_reads_them() -> None:
+    from tracker.api.multi import LatencySink
+    from tracker.runtime.pipeline import FunctionStage
+
+    sink = FunctionStage("jsonl", lambda x: None)
+    assert {"expression", "describe"} <= _stage_names(writer=object(), jsonl=sink)
+    assert {"expression", "describe"} <= _stage_names(extra=FunctionStage("api", lambda x: x))
+    drawn = _stage_names(writer=object())
+    assert "render" in drawn and not drawn & {"expression", "describe"}
+    assert not _stage_names(writer=object(), extra=LatencySink()) & {"expression", "describe"}
+    for key in ("run.mirror", "pose.draw"):  # the describe stage mirrors and solves drawn axes
+        names = _stage_names(writer=object(), **{key: True})
+        assert "describe" in names and "expression" not in names

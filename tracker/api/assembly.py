@@ -11,7 +11,8 @@ Graph (channels named in brackets; sinks appear only when asked for)::
               +-[ws]-----> websocket
 
 (``smooth`` is left out with ``smooth.filter = "none"``; ``expression`` and ``describe``, which
-fill each face's expression and head pose, :mod:`tracker.outputs.describe`, when not given.)
+fill each face's expression and head pose, :mod:`tracker.outputs.describe`, when not given,
+and when only drawn: ``expression`` always, ``describe`` unless it mirrors or the pose is drawn.)
 Files use the ``block`` policy (nothing lost); live sources ``drop_oldest`` (latency bounded).
 """
 
@@ -314,6 +315,12 @@ def _os_reason(err: OSError) -> str:
     return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
 
 
+def reads_descriptions(sink: Stage | None) -> bool:
+    """Whether ``sink`` reads the faces' expression and head pose (a stage says it does not
+    with ``reads_descriptions = False``)."""
+    return sink is not None and bool(getattr(sink, "reads_descriptions", True))
+
+
 def build_pipeline(
     cfg: Config,
     source: Stage,
@@ -367,6 +374,12 @@ def build_pipeline(
         track_outputs.append(render_in)
     sink_inputs = [(stage, p.channel(name, size, pol)) for name, stage, size, pol in sinks]
     track_outputs += [c for _, c in sink_inputs]
+    if not any(reads_descriptions(s) for s in (jsonl, csv, vmc, ws, extra)):
+        # only drawn (--out / --show): no output reads the expression, nor the head pose unless
+        # its axes are drawn; the describe stage stays to mirror
+        expression = None
+        if not (cfg.pose.draw or cfg.run.mirror):
+            describe = None
     chain = [s for s in (track, expression, smooth, describe) if s is not None]
     upstream = frames
     for stage, following in zip(chain, chain[1:], strict=False):

@@ -89,6 +89,7 @@ class LatencySink(Stage):
     """Times each tracked frame from its decoding to the sinks (wall clock)."""
 
     name = "latency"
+    reads_descriptions = False  # times the frames only
 
     def __init__(self) -> None:
         self.samples: list[float] = []
