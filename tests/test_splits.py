@@ -197,3 +197,16 @@ def test_select_on_picks_best_by_one_folder_and_folders_are_checked(
     trainer = Trainer(cfg)
     best = trainer.run()
     assert best == pytest.approx(trainer.best_by_folder[str(b)])
+
+
+def test_the_temporal_model_trains_outside_the_selection_slice(tmp_path: Path) -> None:
+    from tracker.training.temporal_train import training_samples
+
+    folder = named_folder(tmp_path / "train", FACES, seed=5)
+    every = training_samples((str(folder),), None)
+    kept = training_samples((str(folder),), None, select_frac=0.3)
+    left_out = {s.name for s in every} - {s.name for s in kept}
+    assert left_out == {f for f in FACES if splits.in_selection(f, 0.3)} and left_out
+    assert all(not splits.in_selection(s.name, 0.3) for s in kept)
+    with pytest.raises(ValueError, match="held out"):
+        training_samples((str(tmp_path / "val"),), None)

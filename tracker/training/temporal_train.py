@@ -31,7 +31,7 @@ import numpy as np
 from tracker.io.pts import Sample, load_folder
 from tracker.models.checkpoint import file_sha256
 from tracker.temporal.denoiser import TemporalConfig, TemporalDenoiser, save_temporal
-from tracker.training.splits import check_not_held_out, load_kept
+from tracker.training.splits import check_not_held_out, in_selection, load_kept
 from tracker.training.temporal_data import DATA_VERSION, Clips, run_rcn, synthesise, to_clips
 
 
@@ -60,6 +60,10 @@ class TemporalTrainConfig:
     seed: int = 0
     threads: int = 1
     limit: int = 0
+    # the selection slice of the training folders (splits.in_selection: the persons / photos the
+    # RCN selects checkpoints on and benchmarks/video_clips.py's train-select clips come from) is
+    # left out, so those clips are held out from both models; 0 trains on every still
+    select_frac: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("train", "val"):
@@ -257,12 +261,15 @@ def cached_clips(cfg: TemporalTrainConfig, split: str, samples: list[Sample], va
     return to_clips(arrays, cur, conf, size)
 
 
-def training_samples(folders: tuple[str, ...], limit: int | None) -> list[Sample]:
-    """The labelled stills of ``folders`` (``limit`` each), held-out folders refused."""
+def training_samples(folders: tuple[str, ...], limit: int | None,
+                     select_frac: float = 0.0) -> list[Sample]:
+    """The labelled stills of ``folders`` (``limit`` each) outside the ``select_frac``
+    selection slice, held-out folders refused."""
     samples: list[Sample] = []
     for folder in folders:
         check_not_held_out(folder)
-        samples += load_kept(folder, limit)[0]
+        samples += [s for s in load_kept(folder, limit)[0]
+                    if not (select_frac and in_selection(s.name, select_frac))]
     return samples
 
 
@@ -277,7 +284,7 @@ def train(cfg: TemporalTrainConfig) -> dict[str, object]:
     torch.manual_seed(cfg.seed)
     limit = cfg.limit or None
     size = load_checkpoint(cfg.rcn).net.size
-    clips = cached_clips(cfg, "train", training_samples(cfg.train, limit), cfg.variants, cfg.seed,
+    clips = cached_clips(cfg, "train", training_samples(cfg.train, limit, cfg.select_frac), cfg.variants, cfg.seed,
                          size)
     val_samples = [s for folder in cfg.val for s in load_folder(folder, limit)]
     val = cached_clips(cfg, "val", val_samples, cfg.val_variants, cfg.seed + 1, size)
