@@ -7,11 +7,11 @@ Two sets of faces:
 * ``train-select``: the *selection slice* of the training data, the persons/photos that
   :func:`tracker.training.splits.in_selection` puts in a :data:`SELECT_FRAC` split (the same
   hash and fraction ``benchmarks/gpu_session.sh`` selects checkpoints on), from
-  ``faces68/train`` and ``wild68/train`` in turn. Tune here. The shipped RCN trained on all of
-  ``faces68/train`` (so its faces are easier than val), not on ``wild68`` (real photos at
-  real sizes, downscaled with area averaging so the face is at most :data:`MAX_FACE` px before
-  the clip maker scales it to the clip's face sizes; their 300-W labels sit a little
-  differently from faces68's, which raises the error level but not the comparison).
+  ``faces68/train`` and ``wild68/train`` in turn. Tune here. The shipped RCN selects its
+  checkpoints on this slice and the temporal model leaves it out of training
+  (``temporal_train --select_frac``), so neither trained on these faces. ``wild68`` stills are
+  real photos at real sizes, downscaled with area averaging so the face is at most
+  :data:`MAX_FACE` px before the clip maker scales it to the clip's face sizes.
 
 Clips are cached as ``.mp4`` + ``.npz`` under names that carry the face set, the plan and the
 seed, so a changed plan never reuses stale clips.
