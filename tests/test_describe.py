@@ -159,10 +159,10 @@ def test_the_record_carries_pose_and_expression_once_described() -> None:
 
 def _stage_names(**outputs: object) -> set[str]:
     """The stages of a run graph built with ``outputs`` (stub stages; nothing runs)."""
-    from tracker.api import assembly
-    from tracker.config.schema import Config
     from fractions import Fraction
 
+    from tracker.api import assembly
+    from tracker.config.schema import Config
     from tracker.io.specs import SourceInfo
     from tracker.runtime.pipeline import FunctionStage, IterableSource
 

@@ -44,11 +44,6 @@ class TemporalConfig:
     # RCN's points; 0 = no gate. On 16 clips of the training selection slice the mean move is
     # 0.0017 (p99.9 0.017, max 0.038; benchmarks/video_eval.py --faces train-select).
     max_correction: float = 0.05
-    # run-time gate: a face whose presence (mean point confidence) is below this keeps the
-    # RCN's points. A crop that drifted off the face gives low confidence, and the model's
-    # history then holds it there (a lock seen on a val clip: presence 0.20 for 40 frames
-    # against 0.44 before); the RCN alone re-centres within two frames. 0 = no gate
-    min_presence: float = 0.0
 
     @property
     def n_inputs(self) -> int:
@@ -104,8 +99,6 @@ class TemporalDenoiser:
         ``history`` holds up to two earlier final point sets (most recent first), in frame
         pixels; ``center``/``side``/``angle`` describe this frame's crop.
         """
-        if self.config.min_presence > 0.0 and float(np.mean(confidence)) < self.config.min_presence:
-            return np.asarray(points, np.float32)
         # the same arithmetic as __call__ on one face, with fewer array operations: the point
         # sets go through the crop affine together and the features fill one buffer
         to_crop = crop_affine(center, side, angle, 1)

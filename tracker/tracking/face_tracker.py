@@ -65,6 +65,10 @@ class TrackConfig:
     motion: float = 0.0  # move the crop ahead by this many times the face's last displacement
     roi_hold: float = 0.03  # keep the last crop while the new one differs by less (0 = never)
     cut_threshold: float = 20.0  # scene cut: thumbnail changed by more grey levels (0 = off)
+    # a face tracked with a presence below this is weak: the detector runs on the next frame,
+    # and a detection no tracked face covers takes the place of the weakest uncovered one (a
+    # crop that slid off the face in fast motion can hold there just above presence_threshold)
+    weak_presence: float = 0.0
     temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
     temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
 
@@ -144,6 +148,8 @@ class _Track:
     velocity: tuple[float, float] = (0.0, 0.0)  # ROI centre displacement per frame
     roi: Roi | None = None  # region used in the last frame
     upright: tuple[tuple[float, float], float, float] | None = None  # rotated_roi(points, 1)
+    presence: float = 1.0  # the landmarker's presence in the last frame
+    reseated: bool = False  # this frame's region is a detection's, not the last points'
 
     def upright_roi(self) -> tuple[tuple[float, float], float, float]:
         """``rotated_roi(points, 1.0)`` of the last points (computed once per frame)."""
@@ -258,7 +264,7 @@ class TrackStage(Stage):
         return float(np.abs(small - prev).mean()) > self.options.cut_threshold
 
     def _needs_detection(self, cut: bool) -> bool:
-        if cut or len(self._tracks) < self.options.max_faces:
+        if cut or len(self._tracks) < self.options.max_faces or self._weak():
             return True
         every = self.options.rescan_every
         return every > 0 and self._since_detect >= every
@@ -283,9 +289,22 @@ class TrackStage(Stage):
         found.sort(key=lambda d: -d.score)
         tracked = [(i, roi.face_box(self.options.roi_scale)) for i, (_, roi, _) in enumerate(plan)]
         matched, new = associate(tracked, found, self.options.iou_threshold)
-        for det in new[: max(0, self.options.max_faces - len(plan))]:
+        free = max(0, self.options.max_faces - len(plan))
+        for det in new[:free]:
             plan.append((None, self.roi_of_detection(det), det))
+        # a weak face no detection covers moves to a detection left over (same id, no history)
+        weak = sorted((i for i in self._weak() if i not in matched),
+                      key=lambda i: self._tracks[i].presence)
+        for i, det in zip(weak, new[free:], strict=False):
+            track = self._tracks[i]
+            track.history, track.upright, track.reseated = [], None, True
+            plan[i] = (track, self.roi_of_detection(det), det)
         return plan
+
+    def _weak(self) -> list[int]:
+        """Indices (into ``self._tracks``) of the faces tracked with a weak presence."""
+        below = self.options.weak_presence
+        return [i for i, t in enumerate(self._tracks) if t.presence < below] if below > 0 else []
 
     def _predict(self, image: np.ndarray, rois: Sequence[Roi]) -> Sequence[Prediction]:
         boxes = [r.box for r in rois]
@@ -300,12 +319,13 @@ class TrackStage(Stage):
         plan = self._plan(item.image, cut)
         preds = list(self._predict(item.image, [roi for _, roi, _ in plan])) if plan else []
         refine = [i for i, (t, _, _) in enumerate(plan)
-                  if t is None and preds[i].presence >= self.options.presence_threshold
+                  if (t is None or t.reseated)
+                  and preds[i].presence >= self.options.presence_threshold
                   and np.isfinite(preds[i].points).all()]
         if refine:  # new faces: once more on the upright ROI of the first estimate
             rois = [Roi(*rotated_roi(preds[i].points, self.options.roi_scale)) for i in refine]
             for i, roi, p in zip(refine, rois, self._predict(item.image, rois), strict=True):
-                plan[i] = (None, roi, plan[i][2])
+                plan[i] = (plan[i][0], roi, plan[i][2])
                 preds[i] = p
         kept: list[tuple[_Track | None, Roi, np.ndarray, Prediction]] = []
         for (track, roi, _), p in zip(plan, preds, strict=True):
@@ -346,6 +366,8 @@ class TrackStage(Stage):
         for track, roi, points, p in kept:
             if track is None:
                 track = _Track(self._new_id(points, item.index), points)
+            elif track.reseated:  # moved to a detection: its old points say nothing of motion
+                track.points, track.velocity, track.reseated = points, (0.0, 0.0), False
             else:
                 old = track.upright_roi()[0]
                 upright = rotated_roi(points, 1.0)
@@ -357,6 +379,7 @@ class TrackStage(Stage):
             if not track.history:
                 track.history = [points]
             track.roi = roi
+            track.presence = float(p.presence)
             tracks.append(track)
             faces.append(Landmarks(
                 frame_index=item.index, time=item.time, face_id=track.face_id, points=points,

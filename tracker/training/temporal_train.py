@@ -284,8 +284,8 @@ def train(cfg: TemporalTrainConfig) -> dict[str, object]:
     torch.manual_seed(cfg.seed)
     limit = cfg.limit or None
     size = load_checkpoint(cfg.rcn).net.size
-    clips = cached_clips(cfg, "train", training_samples(cfg.train, limit, cfg.select_frac), cfg.variants, cfg.seed,
-                         size)
+    stills = training_samples(cfg.train, limit, cfg.select_frac)
+    clips = cached_clips(cfg, "train", stills, cfg.variants, cfg.seed, size)
     val_samples = [s for folder in cfg.val for s in load_folder(folder, limit)]
     val = cached_clips(cfg, "val", val_samples, cfg.val_variants, cfg.seed + 1, size)
     print(f"clips: train {len(clips)} val {len(val)} x {cfg.frames} frames "
