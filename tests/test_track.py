@@ -46,6 +46,7 @@ class World:
         self.calls: list[tuple[list[Box], list[float]]] = []
         self.detectable = True
         self.min_score = 0.9
+        self.decoys: list[np.ndarray] = []  # no face, but a region on one gets presence 0.2
 
     def detect(self, image: np.ndarray) -> list[Box]:
         self.detector_calls += 1
@@ -63,10 +64,14 @@ class World:
             half = 0.5 * 1.25 * max(b.width, b.height)
             near = [f for f in self.faces
                     if np.abs(f.mean(0) - [cx, cy]).max() < half]
+            decoys = [f for f in self.decoys if np.abs(f.mean(0) - [cx, cy]).max() < half]
             if near:
                 best = min(near, key=lambda f: float(np.linalg.norm(f.mean(0) - [cx, cy])))
                 out.append(Pred(best.copy(), np.full(68, 0.9, np.float32), 0.9,
                                 box_from_points(best)))
+            elif decoys:
+                out.append(Pred(decoys[0].copy(), np.full(68, 0.2, np.float32), 0.2,
+                                box_from_points(decoys[0])))
             else:
                 junk = face(cx, cy, 10.0)
                 out.append(Pred(junk, np.full(68, 0.05, np.float32), 0.05, box_from_points(junk)))
@@ -343,3 +348,23 @@ def test_landmarkers_without_angles_get_upright_crops() -> None:
     st.process(blank(0))
     st.process(blank(1))
     assert len(w.calls) == 3 and all(a == [0.0] * len(a) for _, a in w.calls)
+
+
+@pytest.mark.parametrize("weak_presence, moved_by", [(0.3, 6), (0.0, None)])
+def test_a_weak_face_moves_to_a_detection_no_face_covers(weak_presence: float,
+                                                         moved_by: int | None) -> None:
+    w = World()
+    w.faces = [face(40, 60)]
+    st = stage(w, rescan_every=100, weak_presence=weak_presence, weak_rescan_every=5)
+    assert st.process(blank(0)).faces[0].face_id == 0
+    w.faces, w.decoys = [face(120, 60)], [face(40, 60)]  # the crop now holds on no face
+    calls = w.detector_calls
+    out = [st.process(blank(i)) for i in range(1, 13)]
+    on_face = [i for i, t in enumerate(out, 1)
+               if np.abs(t.faces[0].points.mean(0) - [120, 60]).max() < 1]
+    assert all(len(t.faces) == 1 and t.faces[0].face_id == 0 for t in out)  # the same id
+    if moved_by is None:
+        assert not on_face and w.detector_calls == calls  # held on the decoy
+    else:
+        assert on_face and on_face[0] <= moved_by and on_face == list(range(on_face[0], 13))
+        assert w.detector_calls - calls == 1  # every 5 frames while weak, then not at all

@@ -65,10 +65,12 @@ class TrackConfig:
     motion: float = 0.0  # move the crop ahead by this many times the face's last displacement
     roi_hold: float = 0.03  # keep the last crop while the new one differs by less (0 = never)
     cut_threshold: float = 20.0  # scene cut: thumbnail changed by more grey levels (0 = off)
-    # a face tracked with a presence below this is weak: the detector runs on the next frame,
-    # and a detection no tracked face covers takes the place of the weakest uncovered one (a
-    # crop that slid off the face in fast motion can hold there just above presence_threshold)
-    weak_presence: float = 0.0
+    # a face tracked with a presence below this is weak: the detector runs every
+    # ``weak_rescan_every`` frames while it is, and a detection no tracked face covers takes the
+    # place of the weakest uncovered one (a crop that slid off the face in fast motion can hold
+    # there just above presence_threshold); 0 = off
+    weak_presence: float = 0.30  # chosen on train-select clips (README "Tracking and smoothing")
+    weak_rescan_every: int = 5
     temporal: bool = True  # temporal denoising keypoint model (when its weights exist)
     temporal_weights: str | None = None  # None = tracker/weights/temporal_dkm.npz
 
@@ -264,10 +266,12 @@ class TrackStage(Stage):
         return float(np.abs(small - prev).mean()) > self.options.cut_threshold
 
     def _needs_detection(self, cut: bool) -> bool:
-        if cut or len(self._tracks) < self.options.max_faces or self._weak():
+        if cut or len(self._tracks) < self.options.max_faces:
             return True
-        every = self.options.rescan_every
-        return every > 0 and self._since_detect >= every
+        o = self.options
+        if self._weak() and self._since_detect >= max(1, o.weak_rescan_every):
+            return True
+        return o.rescan_every > 0 and self._since_detect >= o.rescan_every
 
     # -- per frame ----------------------------------------------------------------------------
 
