@@ -14,11 +14,13 @@ import pytest
 from tracker.runtime.pipeline import Pipeline, Stage
 from tracker.runtime.threads import Worker
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGALRM")
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
 class _Alarm:
-    """Raises KeyboardInterrupt in the main thread ``after`` seconds (as Ctrl-C would)."""
+    """Raises KeyboardInterrupt in the main thread ``after`` seconds (as Ctrl-C would). The
+    signal goes to the main thread alone (``pthread_kill``): a process-wide timer signal could
+    land on a native library's worker thread left by earlier tests."""
 
     def __init__(self, after: float) -> None:
         self.after = after
@@ -27,13 +29,17 @@ class _Alarm:
         def handler(signum: int, frame: Any) -> None:
             raise KeyboardInterrupt
 
-        self._previous = signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, self.after)
+        self._previous = signal.signal(signal.SIGUSR1, handler)
+        main = threading.main_thread().ident
+        assert main is not None and threading.current_thread() is threading.main_thread()
+        self._timer = threading.Timer(self.after, signal.pthread_kill, (main, signal.SIGUSR1))
+        self._timer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous)
+        self._timer.cancel()
+        self._timer.join()
+        signal.signal(signal.SIGUSR1, self._previous)
 
 
 def test_an_interrupted_wait_leaves_the_worker_running() -> None:
