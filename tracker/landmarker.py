@@ -17,6 +17,7 @@ from tracker.engines.base import DEFAULT_MAX_BATCH, Engine
 from tracker.engines.registry import CPU_ONNX_ENGINES, create_cpu_engine, create_engine, resolve_engine
 from tracker.geometry import box_affine
 from tracker.models.checkpoint import DEFAULT_WEIGHTS, Checkpoint, ModelInfo, load_checkpoint
+from tracker.runtime.threads import Worker
 from tracker.types import Box
 
 Request = tuple[np.ndarray, Sequence[Box], Sequence[float] | None]  # image, boxes, angles
@@ -223,11 +224,15 @@ def load_landmarker(weights: str | None = None, engine: str = "auto",
         from tracker.engines.export import model_files
 
         files = model_files(weights)
-        # the Numba kernels load (~0.1 s, mostly Numba's one-time set-up) while OpenVINO
-        # compiles, which releases the GIL
-        _load_kernels(files.info)
-        eng = create_cpu_engine(files, "auto" if engine == "auto" else wanted, threads,
-                                retune=retune)
+        # the Numba kernels load (~0.17 s from Numba's cache, holding the GIL) on a thread
+        # while the engine is built (OpenVINO reads its compiled graph without the GIL)
+        kernels = Worker(_load_kernels, args=(files.info,), name="numba-kernels")
+        kernels.start()
+        try:
+            eng = create_cpu_engine(files, "auto" if engine == "auto" else wanted, threads,
+                                    retune=retune)
+        finally:
+            kernels.wait()
         landmarker = Landmarker(files.info, eng)
         landmarker.warmup(max_faces)
         return landmarker
