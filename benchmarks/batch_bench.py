@@ -32,17 +32,10 @@ CLIP = ROOT.parent / "shared" / "data" / "videos" / "short_hamilton_clip.mp4"
 
 
 def cpu_model() -> str:
-    """``lscpu``'s Model name (or the platform's processor string)."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    import platform
+    """The CPU's model name (:func:`tracker.engines.tuning.cpu_signature`)."""
+    from tracker.engines.tuning import cpu_signature
 
-    return platform.processor() or "unknown"
+    return str(cpu_signature()["cpu"])
 
 
 def run_batch(inputs: Path, out: Path, extra: list[str]) -> dict[str, float]:

@@ -48,13 +48,10 @@ CLIP_FRAMES = 275  # the hamilton clip
 
 
 def cpu_model() -> str:
-    """``lscpu``'s Model name."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.startswith("Model name:")), "unknown")
+    """The CPU's model name (:func:`tracker.engines.tuning.cpu_signature`)."""
+    from tracker.engines.tuning import cpu_signature
+
+    return str(cpu_signature()["cpu"])
 
 
 def clip_spec(clip: Path, start_s: float = 0.0) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -33,9 +32,10 @@ def opencv_refine(obj: np.ndarray, img: np.ndarray, cam: np.ndarray, rvec: np.nd
 
 
 def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.startswith("Model name")), "unknown")
+    """The CPU's model name (:func:`tracker.engines.tuning.cpu_signature`)."""
+    from tracker.engines.tuning import cpu_signature
+
+    return str(cpu_signature()["cpu"])
 
 
 def main() -> None:

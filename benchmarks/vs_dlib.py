@@ -73,15 +73,10 @@ json.dump({"dlib": dlib.__version__, "model": model, "results": out}, sys.stdout
 
 
 def cpu_model() -> str:
-    """The CPU's model name (lscpu, else /proc/cpuinfo) and its logical CPU count."""
-    name = ""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                     if ln.startswith("Model name")), "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{name or 'unknown CPU'}, {os.cpu_count()} logical CPUs"
+    """The CPU's model name and its logical CPU count."""
+    from tracker.engines.tuning import cpu_signature
+
+    return f"{cpu_signature()['cpu']}, {os.cpu_count()} logical CPUs"
 
 
 def load(folders: list[str], limit: int | None) -> tuple[list, list[str], list[str]]:

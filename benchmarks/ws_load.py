@@ -36,7 +36,6 @@ import multiprocessing as mp
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -151,15 +150,10 @@ def thread_cpu_s(prefix: str) -> float:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``lscpu``), with the number of CPUs this process may use."""
-    name = "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        name = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.SubprocessError, StopIteration):
-        pass
-    return f"{name}, {len(os.sched_getaffinity(0))} CPUs"
+    """The CPU's model name, with the number of CPUs this process may use."""
+    from tracker.engines.tuning import cpu_signature
+
+    return f"{cpu_signature()['cpu']}, {len(os.sched_getaffinity(0))} CPUs"
 
 
 def run_pipeline(args: argparse.Namespace, frames: int, fps: float | None,
