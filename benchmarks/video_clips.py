@@ -27,12 +27,17 @@ import numpy as np
 
 from tracker.geometry import box_from_points
 from tracker.io.pts import Sample, find_samples, load_folder, read_image, read_pts
-from tracker.training.splits import HELD_OUT_PREFIX, group_key, hash_fraction
+from tracker.training.splits import (
+    HELD_OUT_PREFIX,
+    SELECT_FRAC,
+    group_key,
+    hash_fraction,
+    in_selection,
+)
 from tracker.training.synthvideo import PLAN, ClipMaker, ClipTruth, load_truth, save_truth, write_clip
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FACE_SETS = ("val", "train-select")
-SELECT_FRAC = 0.1
 MAX_FACE = 160.0  # px: larger stills are downscaled to this face size first
 # the default plan, then two sudden jumps (step response) and a slow sway
 EVAL_PLAN: tuple[tuple[str, int], ...] = (*PLAN, ("jump", 15), ("jump", 15), ("drift", 45))
@@ -57,9 +62,8 @@ def _selection(folder: Path) -> list[tuple[Path, Path]]:
     """One (image, pts) pair per group of ``folder``'s selection slice, lowest hash first."""
     firsts: dict[str, tuple[Path, Path]] = {}
     for img, pts in find_samples(folder):
-        key = group_key(img.name)
-        if hash_fraction(key) < SELECT_FRAC and not img.stem.startswith(HELD_OUT_PREFIX):
-            firsts.setdefault(key, (img, pts))
+        if in_selection(img.name, SELECT_FRAC) and not img.stem.startswith(HELD_OUT_PREFIX):
+            firsts.setdefault(group_key(img.name), (img, pts))
     return [firsts[k] for k in sorted(firsts, key=hash_fraction)]
 
 

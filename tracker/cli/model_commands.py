@@ -72,7 +72,7 @@ def train_command(
         folders = train or [TRAIN_DIR]
         if val and select_frac is not None:
             raise CliError("--val and --select-frac exclude each other", ExitCode.USAGE)
-        from tracker.training.splits import folder_weight
+        from tracker.training.splits import SELECT_FRAC, folder_weight
 
         for spec in [*folders, *([val] if val else [])]:
             try:
@@ -85,7 +85,7 @@ def train_command(
             raise CliError(f"teacher checkpoint not found: {teacher}", ExitCode.USAGE)
         from tracker.training.train import TrainConfig, Trainer
 
-        frac = 0.1 if select_frac is None else select_frac
+        frac = SELECT_FRAC if select_frac is None else select_frac
         try:
             cfg = TrainConfig(
                 model=model, train=tuple(folders), val=val, select_frac=frac, out=out,

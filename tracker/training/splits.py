@@ -32,6 +32,11 @@ HELD_OUT_FOLDERS = frozenset({"val", "valid", "validation", "test"})
 HELD_OUT_PREFIX = SPLIT_PREFIXES[1]
 """File-name prefix of InfAnFace's test split (``test_``): dropped from training folders."""
 
+SELECT_FRAC = 0.1
+"""Default share of the training groups carved out for selection: the RCN selects checkpoints
+on it, the temporal model leaves it out, and benchmarks/video_clips.py's train-select clips
+come from it."""
+
 _MEMBER = re.compile(r"_\d+b?$")
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from tracker.io.pts import Sample, load_folder
 from tracker.models.checkpoint import file_sha256
 from tracker.temporal.denoiser import TemporalConfig, TemporalDenoiser, save_temporal
-from tracker.training.splits import check_not_held_out, in_selection, load_kept
+from tracker.training.splits import SELECT_FRAC, check_not_held_out, in_selection, load_kept
 from tracker.training.temporal_data import DATA_VERSION, Clips, run_rcn, synthesise, to_clips
 
 
@@ -63,7 +63,7 @@ class TemporalTrainConfig:
     # the selection slice of the training folders (splits.in_selection: the persons / photos the
     # RCN selects checkpoints on and benchmarks/video_clips.py's train-select clips come from) is
     # left out, so those clips are held out from both models; 0 trains on every still
-    select_frac: float = 0.1
+    select_frac: float = SELECT_FRAC
 
     def __post_init__(self) -> None:
         for name in ("train", "val"):

@@ -30,7 +30,7 @@ from tracker.models.checkpoint import count_params, load_checkpoint, save_checkp
 from tracker.models.networks import DKM, VARIANTS, DKMConfig, Fused, build_model, keypoint_maps, to_map_coords
 from tracker.models.preprocess import Preprocess
 from tracker.training.data import Augment, batches
-from tracker.training.splits import folder_weight, load_train_data
+from tracker.training.splits import SELECT_FRAC, folder_weight, load_train_data
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class TrainConfig:
     train: tuple[str, ...] = ("../shared/data/faces68/train",)
     # selection folder; "" = carve ``select_frac`` of the training groups out for selection
     val: str = ""
-    select_frac: float = 0.1
+    select_frac: float = SELECT_FRAC
     out: str = "runs/rcn_lite"
     epochs: int = 60
     batch: int = 32
