@@ -88,3 +88,15 @@ def test_ctrl_c_while_the_runner_waits_for_a_sink_returns_after_the_sink_closed(
         assert sink.closed_at is not None and sink.closed_at <= returned, "returned first"
         assert sink.items == list(range(6)), sink.items  # the first Ctrl-C drains the queue
     """)
+
+
+def test_what_a_worker_raised_is_kept_for_the_caller() -> None:
+    from tracker.runtime.threads import Worker
+
+    def fail() -> None:
+        raise ValueError("no kernels")
+
+    worker = Worker(fail, name="failing")
+    worker.start()
+    assert worker.wait(10) and not worker.running
+    assert isinstance(worker.error, ValueError) and str(worker.error) == "no kernels"

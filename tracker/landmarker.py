@@ -233,6 +233,8 @@ def load_landmarker(weights: str | None = None, engine: str = "auto",
                                     retune=retune)
         finally:
             kernels.wait()
+        if kernels.error is not None:
+            raise kernels.error
         landmarker = Landmarker(files.info, eng)
         landmarker.warmup(max_faces)
         return landmarker

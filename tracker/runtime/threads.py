@@ -16,17 +16,21 @@ from typing import Any
 
 class Worker(threading.Thread):
     """A daemon thread running ``target(*args)``; :meth:`wait` and :attr:`running` rely on
-    an event set when the target returns or raises, never on ``Thread.join``."""
+    an event set when the target returns or raises, never on ``Thread.join``. What the target
+    raised is kept in :attr:`error` for the caller, not printed."""
 
     def __init__(self, target: Callable[..., Any], *, name: str, args: tuple[Any, ...] = ()
                  ) -> None:
         super().__init__(name=name, daemon=True)
         self._work, self._work_args = target, args
         self.finished = threading.Event()
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             self._work(*self._work_args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits
+            self.error = exc
         finally:
             self.finished.set()
 
