@@ -146,7 +146,8 @@ def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
             continue
         t0 = time.perf_counter()
         runs[name] = [track_clip(make_stage(args.weights, den, roi_scale=args.roi_scale,
-                                            motion=args.motion, roi_hold=args.roi_hold), f)
+                                            motion=args.motion, roi_hold=args.roi_hold,
+                           search_every=args.search_every), f)
                       for f in frames]
         print(f"tracked {name}: {sum(len(f) for f in frames)} frames in "
               f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
@@ -200,7 +201,8 @@ def hamilton(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
                               "frames": len(frames)}
     for max_faces in (1, 5):
         stage = make_stage(args.weights, denoiser, max_faces, roi_scale=args.roi_scale,
-                           motion=args.motion, roi_hold=args.roi_hold)
+                           motion=args.motion, roi_hold=args.roi_hold,
+                           search_every=args.search_every)
         run = track_clip(stage, frames)
         has = np.array([len(t.faces) > 0 for t in run.tracked])
         shots = {}
@@ -283,6 +285,7 @@ def main() -> None:
     ap.add_argument("--roi-scale", type=float, default=TrackConfig().roi_scale)
     ap.add_argument("--motion", type=float, default=TrackConfig().motion)
     ap.add_argument("--roi-hold", type=float, default=TrackConfig().roi_hold)
+    ap.add_argument("--search-every", type=int, default=TrackConfig().search_every)
     ap.add_argument("--grid", action="store_true", help="also sweep the face-frame filter")
     ap.add_argument("--no-synthetic", action="store_true")
     ap.add_argument("--no-hamilton", action="store_true")

@@ -105,10 +105,50 @@ def test_detector_runs_first_then_every_rescan(rescan_every: int, frames: int, c
 def test_detector_runs_every_frame_while_faces_are_missing(max_faces: int, calls: int) -> None:
     w = World()
     w.faces = [face(60, 60)]
-    st = stage(w, max_faces=max_faces, rescan_every=100)
+    st = stage(w, max_faces=max_faces, rescan_every=100, search_every=1)
     for i in range(6):
         st.process(blank(i))
     assert w.detector_calls == calls
+
+
+@pytest.mark.parametrize("max_faces, search_every, calls", [
+    (1, 3, 1), (2, 3, 3), (2, 2, 4), (5, 4, 2), (2, 1, 7)])
+def test_a_search_that_leaves_a_slot_free_repeats_every_search_every_frames(
+        max_faces: int, search_every: int, calls: int) -> None:
+    w = World()
+    w.faces = [face(60, 60)]
+    st = stage(w, max_faces=max_faces, rescan_every=100, search_every=search_every)
+    out = [st.process(blank(i)) for i in range(7)]
+    assert w.detector_calls == calls == st.stats.detector_runs
+    assert all(len(t.faces) == 1 for t in out)
+
+
+def test_a_face_appearing_mid_shot_is_found_within_search_every_frames() -> None:
+    w = World()
+    st = stage(w, rescan_every=100, search_every=3)
+    seen = [len(st.process(blank(i)).faces) for i in range(4)]  # nobody: runs on 0 and 3
+    assert seen == [0, 0, 0, 0] and w.detector_calls == 2
+    w.faces = [face(60, 60)]
+    seen = [len(st.process(blank(i)).faces) for i in range(4, 8)]
+    assert seen == [0, 0, 1, 1]  # found on frame 6, the next run
+    assert w.detector_calls == 3
+
+
+def test_a_lost_face_is_searched_for_on_the_next_frame_and_a_cut_at_once() -> None:
+    w = World()
+    w.faces = [face(60, 60)]
+    st = stage(w, rescan_every=100, search_every=5)
+    st.process(blank(0))
+    w.faces = []  # the face leaves: lost on frame 1 (no detection that frame)
+    assert st.process(blank(1)).faces == ()
+    calls = w.detector_calls
+    st.process(blank(2))  # searched at once, finds nothing
+    assert w.detector_calls == calls + 1
+    st.process(blank(3))  # then waits
+    assert w.detector_calls == calls + 1
+    w.faces = [face(60, 60)]
+    assert len(st.process(blank(4, level=200)).faces) == 1  # a cut: searched at once
+    assert w.detector_calls == calls + 2
 
 
 @pytest.mark.parametrize("angle_deg", [0.0, 25.0, -40.0])
@@ -200,7 +240,7 @@ def test_a_face_back_within_discard_after_frames_gets_its_id_back(
     gap: int, discard_after: int, same_id: bool
 ) -> None:
     w = World()
-    st = stage(w, discard_after=discard_after, rescan_every=0)
+    st = stage(w, discard_after=discard_after, rescan_every=0, search_every=1)
     w.faces = [face(60, 60)]
     first = st.process(blank(0)).faces[0].face_id
     w.faces = []
@@ -246,7 +286,7 @@ def test_a_scene_cut_drops_stale_faces_at_once(new_shot_faces: list[tuple[int, i
 def test_low_presence_faces_are_dropped_and_redetected() -> None:
     w = World()
     w.faces = [face(60, 60)]
-    st = stage(w, presence_threshold=0.95, rescan_every=50)
+    st = stage(w, presence_threshold=0.95, rescan_every=50, search_every=1)
     out = [st.process(blank(i)) for i in range(4)]
     assert all(t.faces == () for t in out)
     assert w.detector_calls == 4 and st.stats.frames_with_faces == 0 and st.stats.faces_found == 0

@@ -114,6 +114,7 @@ class Config:
             ("track.roi_hold", self.track.roi_hold >= 0, "must be >= 0"),
             ("track.cut_threshold", self.track.cut_threshold >= 0, "must be >= 0"),
             ("track.weak_presence", 0.0 <= self.track.weak_presence <= 1.0, "must be in [0, 1]"),
+            ("track.search_every", self.track.search_every >= 1, "must be >= 1"),
             ("track.weak_rescan_every", self.track.weak_rescan_every >= 1, "must be >= 1"),
             ("smooth.filter", self.smooth.filter in FILTERS, f"must be {' or '.join(FILTERS)}"),
             ("smooth.min_cutoff", self.smooth.min_cutoff > 0, "must be > 0"),

@@ -13,7 +13,8 @@ Per frame:
    fed back into the next crop (synthetic benchmark: raw jitter 0.98 -> 0.59 % of the
    inter-ocular distance for the RCN alone, 0.97 -> 0.25 % with the temporal model). The
    landmark model sees an upright crop; points come back through the crop's inverse affine.
-2. The detector runs only when fewer than ``max_faces`` faces are tracked, every
+2. The detector runs only when fewer than ``max_faces`` faces are tracked (every
+   ``search_every`` frames once a run has left a slot free, until a face is lost), every
    ``rescan_every`` frames, or on a scene cut (the frame's 32x18 thumbnail changed by more than
    ``cut_threshold`` grey levels on average): a cut drops every tracked face at once (the old
    shot's faces are stale) and the detector starts afresh. Detections overlapping a tracked face
@@ -58,6 +59,10 @@ class TrackConfig:
 
     max_faces: int = 1  # faces tracked at once
     rescan_every: int = 30  # rerun the detector every N frames (0 = only when faces are missing)
+    # while a slot is free, a detector run that left one free is repeated only every N frames
+    # (a newcomer waits at most N - 1 frames) until a tracked face is lost or the shot cuts;
+    # 1 = every frame
+    search_every: int = 3
     presence_threshold: float = 0.17  # drop faces whose presence is below this (default model)
     iou_threshold: float = 0.3  # detections overlapping a track by more keep its id
     roi_scale: float = MARGIN  # next frame's crop: this many face sizes (default: the trained crop)
@@ -217,6 +222,7 @@ class TrackStage(Stage):
         self._lost: list[_Lost] = []
         self._next_id = 0
         self._since_detect = 0
+        self._searched = False  # the last detector run left a slot free; no face lost since
         self._thumb: np.ndarray | None = None
         self._frames = 0
         self._frames_with_faces = 0
@@ -266,9 +272,12 @@ class TrackStage(Stage):
         return float(np.abs(small - prev).mean()) > self.options.cut_threshold
 
     def _needs_detection(self, cut: bool) -> bool:
-        if cut or len(self._tracks) < self.options.max_faces:
-            return True
         o = self.options
+        if cut:
+            return True
+        if len(self._tracks) < o.max_faces and (
+                not self._searched or self._since_detect >= max(1, o.search_every)):
+            return True
         if self._weak() and self._since_detect >= max(1, o.weak_rescan_every):
             return True
         return o.rescan_every > 0 and self._since_detect >= o.rescan_every
@@ -332,11 +341,13 @@ class TrackStage(Stage):
                 plan[i] = (plan[i][0], roi, plan[i][2])
                 preds[i] = p
         kept: list[tuple[_Track | None, Roi, np.ndarray, Prediction]] = []
+        lost = False
         for (track, roi, _), p in zip(plan, preds, strict=True):
             ok = p.presence >= self.options.presence_threshold and np.isfinite(p.points).all()
             if not ok:
                 if track is not None:
                     self._lose(track, item.index)
+                    lost = True
                 continue
             points = np.asarray(p.points, np.float32)
             if self.denoiser is not None:
@@ -345,6 +356,10 @@ class TrackStage(Stage):
                                               history, roi.center, roi.side, roi.angle)
             kept.append((track, roi, points, p))
         faces = self._update(self._dedupe(kept), item)
+        if lost:  # search again at once: the face may be found a frame later
+            self._searched = False
+        elif self.detected:
+            self._searched = len(self._tracks) < self.options.max_faces
         if faces:
             self._frames_with_faces += 1
             self._seen_ids.update(f.face_id for f in faces)
