@@ -66,6 +66,7 @@ class VideoSource(Stage):
     """
 
     name = "decode"
+    nice = 5  # queue slack: yields the cores to the track stage (Stage.nice)
 
     def __init__(
         self,

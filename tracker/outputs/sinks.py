@@ -155,6 +155,7 @@ class RenderStage(Stage):
     """
 
     name = "render"
+    nice = 10  # queue slack: yields the cores to the track stage (Stage.nice)
 
     def __init__(self, annotate: Callable[..., np.ndarray], *, inplace: bool = False) -> None:
         self._annotate = annotate
@@ -179,6 +180,7 @@ class VideoSink(Stage):
     """Encodes frames with a writer such as ``tracker.outputs.encode.VideoWriter``; closes it at the end."""
 
     name = "video"
+    nice = 10  # queue slack: yields the cores to the track stage (Stage.nice)
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer

@@ -31,7 +31,7 @@ from typing import Any
 from tracker.runtime.channel import END, POLICIES, Channel, ChannelMetrics, Policy, Stopped
 from tracker.runtime.metrics import Metrics, StageMetrics, StageTimer
 from tracker.runtime.stage import FunctionStage, IterableSource, Stage, StageError, StopRequested
-from tracker.runtime.threads import Worker
+from tracker.runtime.threads import Worker, lower_os_priority
 
 __all__ = [  # the spine's names, importable from here as before the split
     "END", "POLICIES", "Channel", "ChannelMetrics", "FunctionStage", "IterableSource", "Metrics",
@@ -136,6 +136,7 @@ class Pipeline:
 
     def _run_node(self, node: _Node) -> None:
         stage, timer, stop = node.stage, node.timer, self.stop_event
+        lower_os_priority(stage.nice)
         try:
             stage.open()
             if node.input is None:

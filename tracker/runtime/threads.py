@@ -4,14 +4,43 @@ On CPython 3.11, a ``KeyboardInterrupt`` that lands inside ``Thread.join`` can m
 that is still running as stopped (``is_alive()`` False; CPython gh-90882), so a runner
 would stop waiting for a sink that has not finalised its file, and the interpreter would
 exit under a thread still inside native code. :class:`Worker` records its own end in an
-event, which an interrupt cannot corrupt.
+event, which an interrupt cannot corrupt. On Linux the thread also carries its name in the
+OS (``top -H``, ``perf``, ``/proc/PID/task/*/comm`` show ``stage-track``, not ``python``).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
+
+_PR_SET_NAME = 15  # prctl option: the calling thread's name (15 bytes at most)
+
+
+def lower_os_priority(nice: int) -> None:
+    """Raise the calling thread's niceness by ``nice`` (Unix; threads it starts from now on
+    inherit it, as libx264's do); best effort: without ``os.setpriority``, nothing."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass
+
+
+def name_os_thread(name: str) -> None:
+    """Give the calling thread ``name`` (cut to 15 bytes) in the OS; Linux only, best effort."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 class Worker(threading.Thread):
@@ -27,6 +56,7 @@ class Worker(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
+        name_os_thread(self.name)
         try:
             self._work(*self._work_args)
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits
