@@ -172,7 +172,7 @@ def _stage_names(**outputs: object) -> set[str]:
     pipe = assembly.build_pipeline(
         cfg, IterableSource("decode", []), info, FunctionStage("track", lambda x: x),
         **outputs, **assembly.describe_stages(cfg))
-    return {s.name for s in pipe.stages}
+    return {inner.name for s in pipe.stages for inner in getattr(s, "stages", (s,))}
 
 
 def test_expression_and_pose_are_computed_only_when_an_output_reads_them() -> None:

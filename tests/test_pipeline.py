@@ -323,3 +323,72 @@ def test_bad_graphs_are_rejected(problem: str) -> None:
             pipe.add(Collect("a"), input=ch)
         else:
             pipe.add(Collect("a"), input=Channel("elsewhere", 1))
+
+
+def test_a_stage_chain_runs_its_stages_in_order_on_one_thread() -> None:
+    from tracker.runtime.stage import StageChain
+
+    threads: list[int] = []
+    closed: list[str] = []
+
+    class Step(Stage):
+        def __init__(self, name: str, fn: Any, fail_close: bool = False) -> None:
+            self.name, self.fn, self.fail_close = name, fn, fail_close
+            self.stop: threading.Event | None = None
+
+        def attach(self, stop: threading.Event) -> None:
+            self.stop = stop
+
+        def process(self, item: Any) -> Any:
+            threads.append(threading.get_ident())
+            return self.fn(item)
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.fail_close:
+                raise Boom(self.name)
+
+    a, b = Step("a", lambda x: x + 1), Step("b", lambda x: None if x % 3 == 0 else 10 * x)
+    c = Step("c", lambda x: -x)
+    chain = StageChain([a, b, c])
+    assert chain.name == "a+b+c"
+    out = Collect("out")
+    pipe = Pipeline()
+    src, link = pipe.channel("src", 2), pipe.channel("link", 2)
+    pipe.add(IterableSource("numbers", range(6)), outputs=[src])
+    pipe.add(chain, input=src, outputs=[link])
+    pipe.add(out, input=link)
+    pipe.run()
+    assert out.items == [-10, -20, -40, -50]  # 2 and 5 (+1: 3 and 6) stopped at b
+    assert len(set(threads)) == 1 and a.stop is c.stop is not None
+    assert closed == ["c", "b", "a"]
+
+    closed.clear()
+    failing = StageChain([Step("x", abs, fail_close=True), Step("y", abs, fail_close=True)])
+    with pytest.raises(Boom, match="y"):
+        failing.close()
+    assert closed == ["y", "x"]  # both closed; the first error raised
+    with pytest.raises(ValueError):
+        StageChain([])
+
+
+def test_the_stages_after_tracking_share_one_thread_when_there_are_several() -> None:
+    from fractions import Fraction
+
+    from tracker.api import assembly
+    from tracker.config.schema import Config
+    from tracker.io.specs import SourceInfo
+
+    cfg = Config()
+    info = SourceInfo("clip.mp4", "file", 64, 48, 30.0, Fraction(1, 30), False, None, 1, False)
+
+    def names(**outputs: Any) -> list[str]:
+        pipe = assembly.build_pipeline(
+            cfg, IterableSource("decode", []), info, FunctionStage("track", lambda x: x),
+            smooth=FunctionStage("smooth", lambda x: x), **outputs,
+            **assembly.describe_stages(cfg))
+        return [s.name for s in pipe.stages]
+
+    assert "expression+smooth+describe" in names(jsonl=FunctionStage("jsonl", lambda x: None))
+    drawn = names(writer=object())
+    assert "smooth" in drawn and not any("+" in n for n in drawn)

@@ -40,6 +40,7 @@ from tracker.errors import (
 )
 from tracker.io.source import SourceInfo, VideoSource, open_source, source_kind
 from tracker.runtime.pipeline import Pipeline, Stage, StageError
+from tracker.runtime.stage import StageChain
 from tracker.temporal.smoothing import SmoothStage
 from tracker.tracking.face_tracker import Detector, Landmarker, TrackStage
 
@@ -380,7 +381,9 @@ def build_pipeline(
         expression = None
         if not (cfg.pose.draw or cfg.run.mirror):
             describe = None
-    chain = [s for s in (track, expression, smooth, describe) if s is not None]
+    after = [s for s in (expression, smooth, describe) if s is not None]
+    # the stages after tracking share one thread: each queue hop hands the GIL over
+    chain = [track] + ([StageChain(after)] if len(after) > 1 else after)
     upstream = frames
     for stage, following in zip(chain, chain[1:], strict=False):
         link = p.channel(following.name, queue_size, policy)

@@ -4,7 +4,7 @@ a stage stops or fails."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -67,6 +67,45 @@ class FunctionStage(Stage):
     def close(self) -> None:
         if self._close is not None:
             self._close()
+
+
+class StageChain(Stage):
+    """Several processing stages run one after another on one thread: each one's output is the
+    next one's input, and a None from one ends that item. Every queue hop between threads costs
+    a hand-off of the GIL (``--out --jsonl`` on 2 cores: 13.6 -> 13.0 s with the expression,
+    smoothing and pose stages on one thread; README "Speed")."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        if not stages:
+            raise ValueError("a stage chain needs at least one stage")
+        self.stages = tuple(stages)
+        self.name = "+".join(s.name for s in self.stages)
+
+    def open(self) -> None:
+        for s in self.stages:
+            s.open()
+
+    def attach(self, stop: threading.Event) -> None:
+        for s in self.stages:
+            s.attach(stop)
+
+    def process(self, item: Any) -> Any:
+        for s in self.stages:
+            item = s.process(item)
+            if item is None:
+                return None
+        return item
+
+    def close(self) -> None:
+        """Closes every stage, last first, even when one raises (the first error is raised)."""
+        error: BaseException | None = None
+        for s in reversed(self.stages):
+            try:
+                s.close()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 class IterableSource(Stage):
