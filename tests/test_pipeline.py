@@ -362,6 +362,8 @@ def test_a_stage_chain_runs_its_stages_in_order_on_one_thread() -> None:
     assert out.items == [-10, -20, -40, -50]  # 2 and 5 (+1: 3 and 6) stopped at b
     assert len(set(threads)) == 1 and a.stop is c.stop is not None
     assert closed == ["c", "b", "a"]
+    timed = {m.name: m.count for m in pipe.metrics().stages}  # each stage's own timer
+    assert timed == {"numbers": 6, "a": 6, "b": 6, "c": 4, "out": 4}
 
     closed.clear()
     failing = StageChain([Step("x", abs, fail_close=True), Step("y", abs, fail_close=True)])
@@ -372,7 +374,7 @@ def test_a_stage_chain_runs_its_stages_in_order_on_one_thread() -> None:
         StageChain([])
 
 
-def test_the_stages_after_tracking_share_one_thread_when_there_are_several() -> None:
+def test_the_stages_after_tracking_run_on_its_thread() -> None:
     from fractions import Fraction
 
     from tracker.api import assembly
@@ -382,13 +384,14 @@ def test_the_stages_after_tracking_share_one_thread_when_there_are_several() -> 
     cfg = Config()
     info = SourceInfo("clip.mp4", "file", 64, 48, 30.0, Fraction(1, 30), False, None, 1, False)
 
-    def names(**outputs: Any) -> list[str]:
+    def names(one_thread: bool = True, **outputs: Any) -> list[str]:
         pipe = assembly.build_pipeline(
             cfg, IterableSource("decode", []), info, FunctionStage("track", lambda x: x),
             smooth=FunctionStage("smooth", lambda x: x), **outputs,
-            **assembly.describe_stages(cfg))
+            **assembly.describe_stages(cfg), one_thread=one_thread)
         return [s.name for s in pipe.stages]
 
-    assert "expression+smooth+describe" in names(jsonl=FunctionStage("jsonl", lambda x: None))
-    drawn = names(writer=object())
-    assert "smooth" in drawn and not any("+" in n for n in drawn)
+    assert "track+expression+smooth+describe" in names(jsonl=FunctionStage("jsonl", lambda x: None))
+    assert "track+smooth" in names(writer=object())
+    apart = names(one_thread=False, jsonl=FunctionStage("jsonl", lambda x: None))
+    assert {"track", "expression", "smooth", "describe"} <= set(apart)

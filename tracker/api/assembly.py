@@ -339,10 +339,14 @@ def build_pipeline(
     vmc: Stage | None = None,
     expression: Stage | None = None,
     describe: Stage | None = None,
+    one_thread: bool = True,
 ) -> Pipeline:
     """Wire source -> track [-> expression] [-> smooth] [-> describe] -> sinks with the
     configured queue sizes and policy (``extra``: one more sink, e.g. the collector behind
-    :meth:`Tracker.track`)."""
+    :meth:`Tracker.track`). With ``one_thread`` the stages after tracking run on the track
+    stage's thread (a :class:`StageChain`: each queue hop hands the GIL over); without it
+    each has its own thread and queue (streams sharing a batched model: the track thread goes
+    straight on to its next frame, so the other streams' requests find it there)."""
     from tracker.outputs.sinks import PreviewSink, RenderStage, VideoSink
 
     # what is loaded by now (modules, models) lives as long as the process: kept out of the
@@ -382,8 +386,7 @@ def build_pipeline(
         if not (cfg.pose.draw or cfg.run.mirror):
             describe = None
     after = [s for s in (expression, smooth, describe) if s is not None]
-    # the stages after tracking share one thread: each queue hop hands the GIL over
-    chain = [track] + ([StageChain(after)] if len(after) > 1 else after)
+    chain = [StageChain([track, *after])] if after and one_thread else [track, *after]
     upstream = frames
     for stage, following in zip(chain, chain[1:], strict=False):
         link = p.channel(following.name, queue_size, policy)

@@ -283,7 +283,8 @@ class _Stream:
                 cfg, video, video.info, downscaled(stage, video.info.width, video.info.height),
                 writer=writer, jsonl=jsonl, csv=csv, vmc=vmc, ws=ws,
                 smooth=assembly.smooth_stage(cfg),
-                annotate=assembly.annotator(cfg), extra=latency, **assembly.describe_stages(cfg))
+                annotate=assembly.annotator(cfg), extra=latency, **assembly.describe_stages(cfg),
+                one_thread=client is None)
             cleanup.pop_all()  # from here on every stage closes itself in its own thread
         with self._lock:
             self.pipe, stopped = pipe, self._stopped

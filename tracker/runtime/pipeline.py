@@ -30,7 +30,14 @@ from typing import Any
 
 from tracker.runtime.channel import END, POLICIES, Channel, ChannelMetrics, Policy, Stopped
 from tracker.runtime.metrics import Metrics, StageMetrics, StageTimer
-from tracker.runtime.stage import FunctionStage, IterableSource, Stage, StageError, StopRequested
+from tracker.runtime.stage import (
+    FunctionStage,
+    IterableSource,
+    Stage,
+    StageChain,
+    StageError,
+    StopRequested,
+)
 from tracker.runtime.threads import Worker, lower_os_priority
 
 __all__ = [  # the spine's names, importable from here as before the split
@@ -189,7 +196,9 @@ class Pipeline:
         return Metrics(
             frames=frames,
             seconds=seconds,
-            stages=tuple(n.timer.metrics() for n in self._nodes),
+            stages=tuple(t.metrics() for n in self._nodes
+                         for t in (n.stage.timers if isinstance(n.stage, StageChain)
+                                   else (n.timer,))),
             channels=tuple(ch.metrics() for ch in self._channels),
         )
 

@@ -4,8 +4,11 @@ a stage stops or fails."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from tracker.runtime.metrics import StageTimer
 
 
 class StopRequested(Exception):
@@ -71,15 +74,17 @@ class FunctionStage(Stage):
 
 class StageChain(Stage):
     """Several processing stages run one after another on one thread: each one's output is the
-    next one's input, and a None from one ends that item. Every queue hop between threads costs
-    a hand-off of the GIL (``--out --jsonl`` on 2 cores: 13.6 -> 13.0 s with the expression,
-    smoothing and pose stages on one thread; README "Speed")."""
+    next one's input, and a None from one ends that item. Each stage keeps its own timer
+    (:attr:`timers`), which the pipeline reports in place of the chain's. Every queue hop
+    between threads hands the GIL over (README "Speed": the stages after tracking on the
+    track stage's thread)."""
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         if not stages:
             raise ValueError("a stage chain needs at least one stage")
         self.stages = tuple(stages)
         self.name = "+".join(s.name for s in self.stages)
+        self.timers = tuple(StageTimer(s.name) for s in self.stages)
 
     def open(self) -> None:
         for s in self.stages:
@@ -90,8 +95,11 @@ class StageChain(Stage):
             s.attach(stop)
 
     def process(self, item: Any) -> Any:
-        for s in self.stages:
+        clock = time.perf_counter
+        for s, timer in zip(self.stages, self.timers, strict=True):
+            t0 = clock()
             item = s.process(item)
+            timer.add(clock() - t0)
             if item is None:
                 return None
         return item
