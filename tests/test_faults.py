@@ -117,3 +117,20 @@ def test_random_faults_never_hang_or_lose_finalised_output(monkeypatch: pytest.M
     failed = [(r.trial, r.problems) for r in results if not r.ok]
     assert sum(r.fired for r in results) == 24 and not failed
     assert {r.trial.split("@")[0] for r in results} >= {"decode", "track", "render", "video"}
+
+
+def test_a_fault_reaches_a_stage_inside_a_chain() -> None:
+    from tracker.runtime.pipeline import FunctionStage, StageChain
+
+    p = Pipeline()
+    a, b = p.channel("a", 2), p.channel("b", 2)
+    p.add(IterableSource("source", range(10)), outputs=[a])
+    p.add(StageChain([FunctionStage("track", lambda x: x), FunctionStage("smooth", lambda x: x)]),
+          input=a, outputs=[b])
+    sink = Recorder()
+    p.add(sink, input=b)
+    wrapped = inject(p, "smooth@3")
+    assert [w.name for w in wrapped] == ["smooth"]
+    with pytest.raises(Exception, match="injected fault"):
+        p.run()
+    assert sink.items == [0, 1, 2][: len(sink.items)] and sink.calls == ["open", "close"]

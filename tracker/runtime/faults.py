@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracker.errors import UsageError
-from tracker.runtime.pipeline import Pipeline, Stage
+from tracker.runtime.pipeline import Pipeline, Stage, StageChain
 
 ENV = "TRACKER_FAULTS"
 fired: list[tuple[str, float]] = []  # (fault, time.monotonic()) of each fault raised (harnesses)
@@ -137,7 +137,8 @@ def inject(pipe: Pipeline, faults: Sequence[Fault] | str | None) -> list[FaultyS
     plan = parse_faults(faults) if isinstance(faults, str) or faults is None else tuple(faults)
     if not plan:
         return []
-    names = {s.name for s in pipe.stages}
+    names = {inner.name for s in pipe.stages
+             for inner in (s.stages if isinstance(s, StageChain) else (s,))}
     unknown = [f.stage for f in plan if f.stage not in names]
     if unknown:
         raise ValueError(f"fault for unknown stage {unknown[0]!r} (stages: {', '.join(names)})")

@@ -42,7 +42,7 @@ from tracker.runtime.threads import Worker, lower_os_priority
 
 __all__ = [  # the spine's names, importable from here as before the split
     "END", "POLICIES", "Channel", "ChannelMetrics", "FunctionStage", "IterableSource", "Metrics",
-    "Pipeline", "PipelineConfig", "Policy", "Stage", "StageError", "StageMetrics", "StageTimer",
+    "Pipeline", "PipelineConfig", "Policy", "Stage", "StageChain", "StageError", "StageMetrics", "StageTimer",
     "StopRequested", "Stopped",
 ]
 
@@ -109,12 +109,19 @@ class Pipeline:
     def wrap(self, wrapper: Callable[[Stage], Stage]) -> None:
         """Replace each stage by ``wrapper(stage)`` before the run (fault injection, tracing).
 
-        The wrapper must keep the stage's name; stages it returns unchanged cost nothing.
+        The wrapper must keep the stage's name; stages it returns unchanged cost nothing. The
+        stages of a :class:`StageChain` are wrapped one by one (the chain itself is not).
         """
         if self._started is not None:
             raise RuntimeError("stages can only be wrapped before the run")
         for node in self._nodes:
-            node.stage = wrapper(node.stage)
+            stage = node.stage
+            if isinstance(stage, StageChain):
+                inner = [wrapper(s) for s in stage.stages]
+                if any(a is not b for a, b in zip(inner, stage.stages, strict=True)):
+                    node.stage = StageChain(inner)
+            else:
+                node.stage = wrapper(stage)
 
     def stop(self, reason: str = "stopped", *, drain: bool = True) -> None:
         """Stop the sources; with ``drain`` what is queued still reaches every sink, without
