@@ -72,3 +72,22 @@ def test_the_pipeline_runs_each_stage_at_its_niceness() -> None:
     p.run()
     assert slack.seen == [min(19, base + 7)] * 3
     assert critical.seen == [base] * 3
+
+
+def test_render_yields_the_cores_only_when_no_preview_is_watched() -> None:
+    from fractions import Fraction
+
+    from tracker.api import assembly
+    from tracker.config.schema import Config
+    from tracker.io.specs import SourceInfo
+    from tracker.runtime.pipeline import FunctionStage
+
+    info = SourceInfo("clip.mp4", "file", 64, 48, 30.0, Fraction(1, 30), False, None, 1, False)
+
+    def render_nice(**outputs: Any) -> int:
+        pipe = assembly.build_pipeline(Config(), IterableSource("decode", []), info,
+                                       FunctionStage("track", lambda x: x), **outputs)
+        return next(s.nice for s in pipe.stages if s.name == "render")
+
+    assert render_nice(writer=object()) > 0
+    assert render_nice(writer=object(), preview_factory=lambda: None) == 0

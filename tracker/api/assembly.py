@@ -402,7 +402,10 @@ def build_pipeline(
         render_outputs = [c for c in (video_in, preview_in) if c is not None]
         # no other stage reads the images after tracking: draw on them, not on copies
         inplace = ws is None and extra is None and _draws_inplace(annotate)
-        p.add(RenderStage(annotate, inplace=inplace), input=render_in, outputs=render_outputs)
+        render = RenderStage(annotate, inplace=inplace)
+        if preview_in is not None:
+            render.nice = 0  # a preview window is watched live: no slack to give
+        p.add(render, input=render_in, outputs=render_outputs)
         if video_in is not None:
             p.add(VideoSink(writer), input=video_in)
         if preview_in is not None:
