@@ -20,9 +20,10 @@ _PR_SET_NAME = 15  # prctl option: the calling thread's name (15 bytes at most)
 
 
 def lower_os_priority(nice: int) -> None:
-    """Raise the calling thread's niceness by ``nice`` (Unix; threads it starts from now on
-    inherit it, as libx264's do); best effort: without ``os.setpriority``, nothing."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
+    """Raise the calling thread's niceness by ``nice`` (threads it starts from now on inherit
+    it, as libx264's do); Linux only, where niceness is per thread, best effort (elsewhere
+    ``setpriority`` would name a process, not this thread)."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
         return
     try:
         tid = threading.get_native_id()
