@@ -42,8 +42,8 @@ from tracker.runtime.threads import Worker, lower_os_priority
 
 __all__ = [  # the spine's names, importable from here as before the split
     "END", "POLICIES", "Channel", "ChannelMetrics", "FunctionStage", "IterableSource", "Metrics",
-    "Pipeline", "PipelineConfig", "Policy", "Stage", "StageChain", "StageError", "StageMetrics", "StageTimer",
-    "StopRequested", "Stopped",
+    "Pipeline", "PipelineConfig", "Policy", "Stage", "StageChain", "StageError", "StageMetrics",
+    "StageTimer", "StopRequested", "Stopped",
 ]
 
 
