@@ -90,6 +90,7 @@ def test_values_are_read_and_typed(tmp_path: Path, text: str, key: str, value: A
         ("[track]\nmax_faces = true\n", r"'track\.max_faces' must be int, got bool"),
         ("[track]\nmax_faces = 0\n", r"'track\.max_faces' must be >= 1"),
         ("[track]\nrescan_every = -1\n", r"'track\.rescan_every' must be >= 0"),
+        ("[track]\nsearch_every = 0\n", r"'track\.search_every' must be >= 1"),
         ("[track]\nroi_hold = -0.1\n", r"'track\.roi_hold' must be >= 0"),
         ('[pipeline]\npolicy = "newest"\n', r"'pipeline\.policy' must be one of"),
         ("[pipeline]\nqueue_size = 0\n", r"'pipeline\.queue_size' must be >= 1"),
