@@ -136,6 +136,12 @@ def make_stage(weights: str | None, denoiser: object, max_faces: int = 1, **kw: 
                       denoiser=denoiser)  # type: ignore[arg-type]
 
 
+def track_options(args: argparse.Namespace) -> dict[str, object]:
+    """The ``TrackConfig`` fields set on the command line."""
+    return {"roi_scale": args.roi_scale, "motion": args.motion, "roi_hold": args.roi_hold,
+            "search_every": args.search_every}
+
+
 def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
     clips = make_clips(args.clips, Path(args.cache), args.seed, args.faces)
     frames = [decode(v) for v, _ in clips]
@@ -145,9 +151,7 @@ def synthetic(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
         if name == "rcn+temporal" and den is None:
             continue
         t0 = time.perf_counter()
-        runs[name] = [track_clip(make_stage(args.weights, den, roi_scale=args.roi_scale,
-                                            motion=args.motion, roi_hold=args.roi_hold,
-                           search_every=args.search_every), f)
+        runs[name] = [track_clip(make_stage(args.weights, den, **track_options(args)), f)
                       for f in frames]
         print(f"tracked {name}: {sum(len(f) for f in frames)} frames in "
               f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
@@ -200,9 +204,7 @@ def hamilton(args: argparse.Namespace, denoiser: object) -> dict[str, object]:
     out: dict[str, object] = {"detector_every_frame_frames_with_face": int(every.sum()),
                               "frames": len(frames)}
     for max_faces in (1, 5):
-        stage = make_stage(args.weights, denoiser, max_faces, roi_scale=args.roi_scale,
-                           motion=args.motion, roi_hold=args.roi_hold,
-                           search_every=args.search_every)
+        stage = make_stage(args.weights, denoiser, max_faces, **track_options(args))
         run = track_clip(stage, frames)
         has = np.array([len(t.faces) > 0 for t in run.tracked])
         shots = {}
